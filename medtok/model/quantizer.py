@@ -1,0 +1,101 @@
+"""One codebook C (N x d) split into regions, soft top-K quantization (paper Eq. 3-5).
+
+Each embedding e is quantized against its own region only: the K nearest entries
+c_1..c_K (squared Euclidean distance; on the unit sphere when `l2_norm`) are mixed with
+weights w = softmax(-dist / temperature) over those K, q = sum_k w_k c_k. The output
+uses the straight-through estimator (forward value q, gradient of e), and the loss is
+    L_C = ||sg[e] - q||^2 + alpha * ||e - sg[q]||^2          (Eq. 5)
+Interface as vector-quantize-pytorch: `quantized, indices, loss = vq(x, region)`; the
+returned tuple also carries `.weights`, `.distances` and the named `.breakdown`, and
+`get_output_from_indices(indices, weights)` rebuilds the quantized vectors from tokens.
+Indices are global rows of C, so a token id means the same thing in every group.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VQOutput(tuple):
+    """(quantized, indices, loss) with extra attributes: weights, distances, breakdown."""
+
+    def __new__(cls, quantized, indices, loss, weights, distances, breakdown):
+        self = super().__new__(cls, (quantized, indices, loss))
+        self.quantized, self.indices, self.loss = quantized, indices, loss
+        self.weights, self.distances, self.breakdown = weights, distances, breakdown
+        return self
+
+
+class RegionQuantizer(nn.Module):
+    def __init__(self, num_embeddings: int, dim: int, regions: dict[str, tuple[int, int]], top_k: int = 4,
+                 temperature: float = 1.0, alpha: float = 0.25, l2_norm: bool = True):
+        super().__init__()
+        self.num_embeddings, self.dim, self.top_k = num_embeddings, dim, top_k
+        self.temperature, self.alpha, self.l2_norm = temperature, alpha, l2_norm
+        self.regions = dict(regions)
+        ends = sorted(self.regions.values())
+        if ends[0][0] != 0 or ends[-1][1] != num_embeddings or any(a[1] != b[0] for a, b in zip(ends, ends[1:])):
+            raise ValueError(f"regions {regions} must tile [0, {num_embeddings})")
+        self.codebook = nn.Parameter(torch.randn(num_embeddings, dim))
+        # steps since each entry was last selected (drives dead-entry restarts in training)
+        self.register_buffer("idle_steps", torch.zeros(num_embeddings, dtype=torch.long))
+
+    def entries(self) -> torch.Tensor:
+        return F.normalize(self.codebook, dim=-1) if self.l2_norm else self.codebook
+
+    def region_entries(self, region: str) -> torch.Tensor:
+        lo, hi = self.regions[region]
+        return self.entries()[lo:hi]
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) if self.l2_norm else x
+
+    def distances(self, x: torch.Tensor, region: str) -> torch.Tensor:
+        """Squared distances [B, region size] of prepared inputs to the region's entries."""
+        c = self.region_entries(region)
+        return (x.pow(2).sum(-1, keepdim=True) + c.pow(2).sum(-1) - 2 * x @ c.T).clamp_min(0)
+
+    def forward(self, x: torch.Tensor, region: str) -> VQOutput:
+        x = self.prepare(x)
+        dist = self.distances(x, region)
+        top_d, top_i = dist.topk(self.top_k, dim=-1, largest=False)
+        weights = torch.softmax(-top_d / self.temperature, dim=-1)
+        indices = top_i + self.regions[region][0]
+        q = (weights.unsqueeze(-1) * self.entries()[indices]).sum(-2)
+        codebook = F.mse_loss(q, x.detach())
+        commitment = F.mse_loss(x, q.detach())
+        loss = codebook + self.alpha * commitment
+        quantized = x + (q - x).detach()  # straight-through
+        return VQOutput(quantized, indices, loss, weights, dist,
+                        {"codebook": codebook, "commitment": commitment})
+
+    def get_output_from_indices(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Quantized vectors from token ids [..., K] and weights [..., K] (uniform when None)."""
+        if weights is None:
+            weights = torch.full(indices.shape, 1.0 / indices.shape[-1], device=indices.device)
+        return (weights.unsqueeze(-1) * self.entries()[indices]).sum(-2)
+
+    # ---- usage bookkeeping / dead-entry restarts (training only) ----------------
+    @torch.no_grad()
+    def mark_used(self, indices: torch.Tensor) -> None:
+        used = torch.zeros(self.num_embeddings, dtype=torch.bool, device=indices.device)
+        used[indices.reshape(-1)] = True
+        self.idle_steps += 1
+        self.idle_steps[used] = 0
+
+    @torch.no_grad()
+    def restart_dead(self, region: str, samples: torch.Tensor, max_idle: int, generator: torch.Generator,
+                     noise: float = 0.05) -> int:
+        """Re-seat entries of `region` idle for >= max_idle steps on random `samples` (+ noise)."""
+        lo, hi = self.regions[region]
+        dead = torch.nonzero(self.idle_steps[lo:hi] >= max_idle).flatten() + lo
+        if len(dead) == 0 or len(samples) == 0:
+            return 0
+        pick = torch.randint(len(samples), (len(dead),), generator=generator)
+        new = self.prepare(samples.detach()[pick])
+        new = new + noise * torch.randn(new.shape, generator=generator) / self.dim ** 0.5
+        self.codebook.data[dead] = new
+        self.idle_steps[dead] = 0
+        return int(len(dead))
