@@ -50,3 +50,33 @@ def tiny_llama(vocab_size: int = 256, hidden_size: int = 64, num_layers: int = 2
                       num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=512, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_char_tokenizer():
+    """A character-level fast tokenizer with a ChatML chat template, for tests with `tiny_llama()`.
+
+    Ids stay below 256 (printable ASCII + newline + specials), so it pairs with the default
+    `tiny_llama(vocab_size=256)`; no files, no network. Specials: <pad>=0, <unk>=1,
+    <|im_start|>=2, <|im_end|>=3 (also eos).
+    """
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    chars = ["\n"] + [chr(c) for c in range(32, 127)]
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    # every character is its own token (spaces included)
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
+                                  bos_token="<|im_start|>", eos_token="<|im_end|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
