@@ -70,8 +70,10 @@ class MedTokEncoding:
 
 
 class MedTokTokenizer:
-    def __init__(self, model: MedTokModel, vocab, graph, node_features: torch.Tensor, vocab_dir: str | None = None):
+    def __init__(self, model: MedTokModel, vocab, graph, node_features: torch.Tensor, vocab_dir: str | None = None,
+                 heldout_fraction: float = 0.05):
         self.model = model.eval()
+        self.heldout_fraction = heldout_fraction  # of the training run; for the unseen-code evaluation
         self.vocab, self.graph, self.x = vocab, graph, node_features
         self.vocab_dir = vocab_dir
         self._table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -92,22 +94,21 @@ class MedTokTokenizer:
 
         ckpt_dir = Path(ckpt_dir)
         model = MedTokModel.from_pretrained(ckpt_dir)
+        rec = {}
+        for name in ("train_config.json", TOKENIZER_CONFIG):
+            if (ckpt_dir / name).exists():
+                rec.update(json.loads((ckpt_dir / name).read_text()))
         if vocab is None:
-            if vocab_dir is None:
-                rec = {}
-                for name in (TOKENIZER_CONFIG, "train_config.json"):
-                    if (ckpt_dir / name).exists():
-                        rec = json.loads((ckpt_dir / name).read_text())
-                        break
-                vocab_dir = rec.get("vocab_dir") or default_vocab_dir()
+            vocab_dir = vocab_dir or rec.get("vocab_dir") or default_vocab_dir()
             vocab, graph = Vocabulary.load(vocab_dir), CodeGraph.load(vocab_dir)
         x = node_features(vocab, graph, model.config, text_embeddings, progress=progress)
-        return cls(model, vocab, graph, x, str(vocab_dir) if vocab_dir else None)
+        return cls(model, vocab, graph, x, str(vocab_dir) if vocab_dir else None,
+                   float(rec.get("heldout_fraction", 0.05)))
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         self.model.save_pretrained(directory)
-        (directory / TOKENIZER_CONFIG).write_text(json.dumps({"vocab_dir": self.vocab_dir}, indent=1))
+        (directory / TOKENIZER_CONFIG).write_text(json.dumps({"vocab_dir": self.vocab_dir, "heldout_fraction": self.heldout_fraction}, indent=1))
 
     # ---- properties ---------------------------------------------------------------------
     @property

@@ -104,11 +104,12 @@ def cached_text_embeddings(texts: list[str], model_path: str | None = None, cach
         arr = np.load(path)
         if arr.shape == (len(texts), embedder.dim):
             return arr.astype(np.float32)
-    emb = embedder.embed(texts, progress=progress)
+    emb = embedder.embed(texts, progress=progress).astype(np.float16)
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb.astype(np.float16))
+    np.save(tmp, emb)
     tmp.replace(path)
-    return emb
+    # return exactly what later runs will read back, so training and tokenizing see the same features
+    return emb.astype(np.float32)
 
 
 def benchmark_text_embedder(texts: list[str], model_path: str | None = None, batch_size: int = 128) -> dict:

@@ -1,0 +1,179 @@
+"""Intrinsic evaluation of a MedTok tokenizer: `evaluate(tokenizer) -> dict`.
+
+* codebook usage (fraction of a region's entries used by some code of the vocabulary)
+  and perplexity (exp entropy of the weight-mass distribution over the region's entries);
+* hierarchy: weighted Jaccard overlap of token bags for sibling codes (same parent, same
+  system) vs random pairs drawn from the same systems;
+* cross-system alignment: the same for ICD-9 <-> ICD-10 GEM pairs vs random pairs with the
+  same system pair;
+* the same ratios restricted to held-out codes (never a training centre).
+Token bag of a code: its 4K (id, weight) pairs, weights summed over repeated ids (total mass 4).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medtok.model.config import GROUP_REGION, GROUPS
+
+GEM_TYPES = ("gem_icd9_icd10", "gem_icd10_icd9", "gem_icd9pcs_icd10pcs")
+
+
+def token_bags(ids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[V, 4, K] -> per-code unique ids [V, 4K] (-1 pads) and summed weights (0 pads)."""
+    v = len(ids)
+    flat_i, flat_w = ids.reshape(v, -1), weights.reshape(v, -1).astype(np.float64)
+    order = np.argsort(flat_i, axis=1, kind="stable")
+    si, sw = np.take_along_axis(flat_i, order, 1), np.take_along_axis(flat_w, order, 1)
+    first = np.ones_like(si, dtype=bool)
+    first[:, 1:] = si[:, 1:] != si[:, :-1]
+    grp = np.cumsum(first, axis=1) - 1
+    out_i = np.full_like(si, -1)
+    out_w = np.zeros_like(sw)
+    rows = np.repeat(np.arange(v), si.shape[1]).reshape(si.shape)
+    out_i[rows[first], grp[first]] = si[first]
+    np.add.at(out_w, (rows, grp), sw)
+    return out_i, out_w
+
+
+def weighted_jaccard(bag_i: np.ndarray, bag_w: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 20000) -> np.ndarray:
+    """sum min(w_a, w_b) / sum max(w_a, w_b) over token ids, for each pair (a[p], b[p])."""
+    out = np.empty(len(a))
+    for s in range(0, len(a), chunk):
+        ia, ib = bag_i[a[s:s + chunk]], bag_i[b[s:s + chunk]]
+        wa, wb = bag_w[a[s:s + chunk]], bag_w[b[s:s + chunk]]
+        eq = (ia[:, :, None] == ib[:, None, :]) & (ia[:, :, None] >= 0)
+        inter = (eq * np.minimum(wa[:, :, None], wb[:, None, :])).sum((1, 2))
+        out[s:s + chunk] = inter / (wa.sum(1) + wb.sum(1) - inter)
+    return out
+
+
+def codebook_stats(ids: np.ndarray, weights: np.ndarray, regions: dict[str, tuple[int, int]]) -> dict:
+    out = {}
+    for region, (lo, hi) in regions.items():
+        cols = [j for j, g in enumerate(GROUPS) if GROUP_REGION[g] == region]
+        i, w = ids[:, cols].ravel(), weights[:, cols].ravel()
+        mass = np.bincount(i - lo, weights=w, minlength=hi - lo)
+        p = mass / mass.sum()
+        nz = p[p > 0]
+        out[region] = {"entries": hi - lo, "used": int((mass > 0).sum()), "usage": float((mass > 0).mean()),
+                       "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
+    used = sum(r["used"] for r in out.values())
+    out["all"] = {"entries": int(sum(r["entries"] for r in out.values())), "used": used,
+                  "usage": used / sum(r["entries"] for r in out.values())}
+    return out
+
+
+def sibling_pairs(vocab, codes_mask: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Up to n (a, b) row pairs of assignable codes sharing a parent (same system)."""
+    idx = vocab._index
+    systems = vocab.codes["system"].to_numpy()
+    children: dict[int, list[int]] = {}
+    for r in np.flatnonzero(codes_mask):
+        for p in vocab.codes["parents"].iat[r]:
+            pr = idx.get(p)
+            if pr is not None and systems[pr] == systems[r]:
+                children.setdefault(pr, []).append(r)
+    groups = [np.array(c) for c in children.values() if len(c) >= 2]
+    if not groups:
+        return np.zeros((0, 2), dtype=np.int64)
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    pick = rng.choice(len(groups), n, p=sizes / sizes.sum())  # sample proportionally to family size
+    pairs = np.array([rng.choice(groups[k], 2, replace=False) for k in pick])
+    return np.unique(pairs, axis=0)
+
+
+def random_pairs_like(pairs: np.ndarray, systems: np.ndarray, pool_a: np.ndarray, pool_b: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """For each (a, b): a random code from pool_a with a's system and one from pool_b with b's system."""
+    out = np.empty_like(pairs)
+    for col, pool in ((0, pool_a), (1, pool_b)):
+        by_sys = {s: pool[systems[pool] == s] for s in np.unique(systems[pairs[:, col]])}
+        for s, cand in by_sys.items():
+            m = systems[pairs[:, col]] == s
+            out[m, col] = rng.choice(cand, m.sum())
+    same = out[:, 0] == out[:, 1]
+    out[same, 1] = rng.choice(pool_b, same.sum())
+    return out
+
+
+def _ratio(bag_i, bag_w, pairs, rand) -> dict:
+    if len(pairs) == 0:
+        return {"pairs": 0}
+    o = weighted_jaccard(bag_i, bag_w, pairs[:, 0], pairs[:, 1])
+    r = weighted_jaccard(bag_i, bag_w, rand[:, 0], rand[:, 1])
+    return {"pairs": int(len(pairs)), "overlap": float(o.mean()), "random_overlap": float(r.mean()),
+            "ratio": float(o.mean() / max(r.mean(), 1e-12))}
+
+
+def evaluate(tokenizer, heldout_fraction: float | None = None, n_pairs: int = 20000, seed: int = 0,
+             progress: bool = True) -> dict:
+    from medtok.train import heldout_mask
+
+    vocab, graph = tokenizer.vocab, tokenizer.graph
+    if heldout_fraction is None:
+        heldout_fraction = tokenizer.heldout_fraction
+    t0 = time.perf_counter()
+    enc = tokenizer.encode_all(progress=progress)
+    t_tok = time.perf_counter() - t0
+    ids, w = enc.ids.numpy(), enc.weights.numpy()
+    rng = np.random.default_rng(seed)
+    bag_i, bag_w = token_bags(ids, w)
+    systems = vocab.codes["system"].to_numpy()
+    is_code = vocab.codes["kind"].to_numpy() == "code"
+    held = heldout_mask(vocab.codes["code_id"], vocab.codes["kind"], heldout_fraction)
+    codes = np.flatnonzero(is_code)
+    result = {"codes": len(vocab), "heldout_codes": int(held.sum()), "tokenize_s": t_tok,
+              "codebook": codebook_stats(ids, w, tokenizer.model.config.regions())}
+
+    sib = sibling_pairs(vocab, is_code, rng, n_pairs)
+    result["siblings"] = _ratio(bag_i, bag_w, sib, random_pairs_like(sib, systems, codes, codes, rng))
+    sib_h = sib[held[sib[:, 0]] | held[sib[:, 1]]]
+    sib_h = np.where(held[sib_h[:, :1]], sib_h, sib_h[:, ::-1])  # held-out code first
+    result["siblings_heldout"] = _ratio(bag_i, bag_w, sib_h,
+                                        random_pairs_like(sib_h, systems, np.flatnonzero(held), codes, rng))
+
+    names = np.array(graph.edge_type_names)
+    gem = np.isin(names[graph.etype], GEM_TYPES)
+    gp = np.stack([graph.src[gem], graph.dst[gem]], 1)
+    gp = gp[is_code[gp[:, 0]] & is_code[gp[:, 1]]]
+    if len(gp) > n_pairs:
+        gp = gp[rng.choice(len(gp), n_pairs, replace=False)]
+    result["gem"] = _ratio(bag_i, bag_w, gp, random_pairs_like(gp, systems, codes, codes, rng))
+    gem_all = np.stack([graph.src[gem], graph.dst[gem]], 1)
+    gh = gem_all[(held[gem_all[:, 0]] | held[gem_all[:, 1]]) & is_code[gem_all[:, 0]] & is_code[gem_all[:, 1]]]
+    gh = np.where(held[gh[:, :1]], gh, gh[:, ::-1])
+    result["gem_heldout"] = _ratio(bag_i, bag_w, gh, random_pairs_like(gh, systems, np.flatnonzero(held), codes, rng))
+    return result
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """One row per evaluated checkpoint."""
+    head = f"{'model':<22}{'usage':>7}{'ppl_t':>8}{'ppl_g':>8}{'ppl_s':>8}{'sib':>8}{'sib_ho':>8}{'gem':>8}{'gem_ho':>8}"
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        cb = r["codebook"]
+        f = lambda k: r[k].get("ratio", float("nan"))  # noqa: E731
+        lines.append(f"{name:<22}{cb['all']['usage']:>7.3f}{cb['text']['perplexity']:>8.0f}{cb['graph']['perplexity']:>8.0f}"
+                     f"{cb['shared']['perplexity']:>8.0f}{f('siblings'):>8.1f}{f('siblings_heldout'):>8.1f}"
+                     f"{f('gem'):>8.1f}{f('gem_heldout'):>8.1f}")
+    lines.append("ratios = mean weighted-Jaccard token overlap of related pairs / random pairs of the same systems "
+                 "(ho = pairs with a held-out code)")
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(ckpt: str | Path, vocab_dir: str | Path | None = None, out_json: str | Path | None = None,
+                        **kw) -> dict:
+    from medtok.tokenizer import MedTokTokenizer
+
+    tok = MedTokTokenizer.from_pretrained(ckpt, vocab_dir)
+    res = evaluate(tok, **kw)
+    res["checkpoint"] = str(ckpt)
+    res["config"] = tok.model.config.to_dict()
+    if out_json:
+        Path(out_json).write_text(json.dumps(res, indent=1))
+    return res

