@@ -1,0 +1,84 @@
+"""One dataclass configures the whole linker; it is saved as JSON beside the index."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+# fields that change the built KB / index (and therefore its cache key); the others
+# only change how mentions are found and scored and may differ between runs
+BUILD_FIELDS = ("systems", "include_groups", "derived_aliases", "abbreviations", "extra_alias_files",
+                "hnsw_m", "ef_construction")
+
+
+@dataclass
+class LinkerConfig:
+    """Knobs of the offline code linker.
+
+    systems               code systems linked to (KB built over these only); default diagnoses
+    include_groups        also link to grouping rows (3-character ICD categories); ranges never
+    derived_aliases       add shortened names ("Pneumonia, unspecified organism" -> "pneumonia")
+    abbreviations         add the curated abbreviation table (qa/linker/abbreviations.py)
+    extra_alias_files     scispacy-format KB files (.json/.jsonl of Entity records, local paths)
+                          whose concept_id is a code_id, e.g. ICD-10-CM synonyms from a local UMLS
+    hnsw_m, ef_construction, ef_search, index_threads   nmslib HNSW parameters
+    spelling_correction   correct unknown words to the nearest KB word (edit distance 1, 2 for long)
+    max_pattern_tokens    aliases longer than this are not exact-match patterns (still in the index)
+    fuzzy_mentions        look for mentions in the text that no alias matched exactly
+    fuzzy_threshold       TF-IDF cosine a fuzzy window needs to become a mention
+    max_window            longest window (tokens) tried by the fuzzy path
+    min_fuzzy_token_len   single-token fuzzy windows need at least this many characters
+    k                     ANN neighbours per mention (scispacy EntityLinker `k`)
+    threshold             minimum link score kept by `link`
+    max_entities_per_mention  candidates kept per mention
+    """
+
+    systems: tuple[str, ...] = ("ICD10CM",)
+    include_groups: bool = True
+    derived_aliases: bool = True
+    abbreviations: bool = True
+    extra_alias_files: tuple[str, ...] = ()
+    hnsw_m: int = 16
+    ef_construction: int = 100
+    ef_search: int = 100
+    index_threads: int = 2
+    spelling_correction: bool = True
+    max_pattern_tokens: int = 8
+    fuzzy_mentions: bool = True
+    fuzzy_threshold: float = 0.8
+    max_window: int = 3
+    min_fuzzy_token_len: int = 5
+    k: int = 30
+    threshold: float = 0.7
+    max_entities_per_mention: int = 5
+
+    def __post_init__(self):
+        self.systems = tuple(self.systems)
+        self.extra_alias_files = tuple(str(p) for p in self.extra_alias_files)
+        if not self.systems:
+            raise ValueError("systems must name at least one code system")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "index_threads", "max_pattern_tokens",
+                     "max_window", "min_fuzzy_token_len", "k", "max_entities_per_mention"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("fuzzy_threshold", "threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        for p in self.extra_alias_files:
+            if p.startswith(("http://", "https://", "s3://")):
+                raise ValueError(f"extra_alias_files must be local paths (no network): {p}")
+
+    def build_key(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k in BUILD_FIELDS}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides) -> "LinkerConfig":
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)

@@ -1,0 +1,242 @@
+"""Offline code linker: KB/alias construction, spelling repair, index cache, linking behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medtok.codes.toy import toy_vocabulary
+from medtok.codes.vocabulary import Vocabulary
+from qa.linker import CodeLinker, LinkerConfig, build_knowledge_base, derive_aliases
+from qa.linker.candidates import SpellingCorrector, _osa_distance
+from qa.linker.evaluate import heldout_alias_accuracy, heldout_aliases, meddx_coverage
+from qa.linker.index import build_index_dir, fingerprint
+from qa.linker.kb import RANK_DERIVED, RANK_GENERAL, RANK_NAME, RANK_SYNONYM
+
+ROOT = Path(__file__).resolve().parent.parent
+# a few real ICD-10-CM categories (all their descendants) plus near neighbours as distractors
+CATEGORIES = ["I50", "I51", "J44", "J45", "E10", "E11", "J18", "J15", "I10", "I21", "N18", "K21", "I26", "C91",
+              "C92", "R07", "R06"]
+
+
+def small_icd10cm() -> Vocabulary:
+    """Real ICD-10-CM rows (from the simple_icd_10_cm package) for a handful of categories."""
+    icd = pytest.importorskip("simple_icd_10_cm")
+    rows = []
+    for cat in CATEGORIES:
+        for code in [cat, *icd.get_descendants(cat)]:
+            parent = icd.get_parent(code)
+            rows.append(dict(code_id=f"ICD10CM:{code}", system="ICD10CM", code=code,
+                             description=icd.get_description(code), parents=[f"ICD10CM:{parent}"],
+                             synonyms=list(icd.get_inclusion_term(code)),
+                             kind="code" if icd.is_leaf(code) else "group"))
+    return Vocabulary(pd.DataFrame(rows))
+
+
+@pytest.fixture(scope="module")
+def index_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("linker_index")
+
+
+@pytest.fixture(scope="module")
+def real_linker(index_root):
+    return CodeLinker.build(small_icd10cm(), root=index_root, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def toy_linker(index_root):
+    vocab, _ = toy_vocabulary(0)
+    return CodeLinker.build(vocab, root=index_root, verbose=False)
+
+
+def _cats(links):
+    return [c.code_id.split(":")[1][:3] for c in links]
+
+
+# ---- aliases and KB -------------------------------------------------------------------
+def test_derive_aliases_strips_qualifiers_and_ranks_generalisations():
+    assert derive_aliases("Pneumonia, unspecified organism") == [("pneumonia", RANK_DERIVED)]
+    assert derive_aliases("Essential (primary) hypertension") == [("essential hypertension", RANK_DERIVED)]
+    assert derive_aliases("Congestive heart failure NOS") == [("congestive heart failure", RANK_DERIVED)]
+    assert derive_aliases("Other hypertrophic cardiomyopathy") == [("hypertrophic cardiomyopathy", RANK_GENERAL)]
+    assert derive_aliases("Migraine, unspecified, not intractable, without status migrainosus") == [
+        ("migraine", RANK_GENERAL)]
+    assert derive_aliases("Migraine, not intractable", heads=False) == []
+    # nothing but empty words left: no alias
+    assert derive_aliases("Other specified disorders") == []
+
+
+def test_kb_over_toy_vocabulary_has_names_synonyms_and_no_ranges():
+    vocab, _ = toy_vocabulary(0)
+    kb = build_knowledge_base(vocab, LinkerConfig(abbreviations=False))
+    # 8 organs x 6 lesions categories + 4 sites each; ICD9-like rows and CHxx chapters left out
+    assert len(kb.cui_to_entity) == 8 * 6 + 8 * 6 * 4
+    assert all(c.startswith("ICD10CM:") and not c.startswith("ICD10CM:CH") for c in kb.cui_to_entity)
+    ent = kb.cui_to_entity["ICD10CM:A00.0"]
+    assert ent.canonical_name == "Infection of left heart"
+    assert kb.rank("infection of left heart", "ICD10CM:A00.0") == RANK_NAME
+    assert kb.rank("left heart infection", "ICD10CM:A00.0") == RANK_SYNONYM
+    assert kb.alias_to_cuis["left heart infection"] == {"ICD10CM:A00.0"}
+
+
+def test_excluded_synonym_and_its_derived_forms_leave_the_kb():
+    vocab = small_icd10cm()
+    assert "Congestive heart failure NOS" in vocab.row("I50.9")["synonyms"]
+    full = build_knowledge_base(vocab)
+    held = build_knowledge_base(vocab, exclude={"ICD10CM:I50.9": ["Congestive heart failure NOS"]})
+    assert "ICD10CM:I50.9" in full.alias_to_cuis["congestive heart failure nos"]
+    assert "congestive heart failure nos" not in held.alias_to_cuis
+    # its shortened form was derived from the held-out term only; the CHF expansion still names it
+    assert held.rank("congestive heart failure", "ICD10CM:I50.9") == 2
+    assert full.rank("congestive heart failure", "ICD10CM:I50.9") == 2
+
+
+def test_abbreviations_resolve_to_codes_present_in_the_vocabulary():
+    kb = build_knowledge_base(small_icd10cm())
+    assert kb.alias_to_cuis["chf"] == {"ICD10CM:I50.9"}
+    assert kb.alias_to_cuis["copd"] == {"ICD10CM:J44.9"}
+    assert "gerd" in kb.alias_to_cuis  # K21 is in the sample
+    assert "ptsd" not in kb.alias_to_cuis  # F43 is not: entries for absent codes are skipped
+
+
+# ---- spelling ---------------------------------------------------------------------------
+def test_osa_distance_golden_values():
+    assert _osa_distance("pnuemonia", "pneumonia", 2) == 1  # adjacent transposition
+    assert _osa_distance("diabetis", "diabetes", 2) == 1
+    assert _osa_distance("kitten", "sitting", 3) == 3
+    assert _osa_distance("abc", "cba", 3) == 2
+    assert _osa_distance("short", "a much longer word", 2) == 3  # capped at limit + 1
+
+
+def test_spelling_corrector():
+    corr = SpellingCorrector.from_aliases(["pneumonia due to bacteria", "type 2 diabetes mellitus", "diabetic foot",
+                                           "hypertension"], known={"patient"})
+    assert corr.correct("pnuemonia") == "pneumonia"
+    assert corr.correct("Diabetis") == "diabetes"
+    assert corr.correct("hypertensoin") == "hypertension"
+    assert corr.correct("hipertensoin") == "hypertension"  # distance 2 allowed for long words
+    assert corr.correct("diabetes") is None  # known word
+    assert corr.correct("patient") is None  # known non-KB word
+    assert corr.correct("footx") is None  # shorter than min_len
+    assert corr.correct("xylophone") is None  # nothing close
+
+
+# ---- index cache ------------------------------------------------------------------------
+def test_index_is_cached_and_keyed_by_content(index_root, toy_linker):
+    vocab, _ = toy_vocabulary(0)
+    config = LinkerConfig()
+    d1 = build_index_dir(vocab, config, root=index_root, verbose=False)
+    assert d1 == toy_linker.directory
+    stamp = (d1 / "nmslib_index.bin").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    d2 = build_index_dir(vocab, config, root=index_root, verbose=False)
+    assert d2 == d1 and (d2 / "nmslib_index.bin").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert time.perf_counter() - t0 < 5
+    assert fingerprint(vocab, config, exclude={"ICD10CM:A00.0": ["left heart infection"]}) != d1.name
+    assert fingerprint(vocab, LinkerConfig(derived_aliases=False)) != d1.name
+    # runtime settings do not change the key
+    assert fingerprint(vocab, LinkerConfig(threshold=0.9, fuzzy_threshold=0.95)) == d1.name
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        LinkerConfig(systems=())
+    with pytest.raises(ValueError):
+        LinkerConfig(threshold=1.5)
+    with pytest.raises(ValueError):
+        LinkerConfig(max_window=0)
+    with pytest.raises(ValueError):
+        LinkerConfig(extra_alias_files=("https://example.org/umls.jsonl",))
+
+
+# ---- linking ------------------------------------------------------------------------------
+def test_abbreviations_link_case_sensitively(real_linker):
+    text = "pt with CHF and COPD"
+    links = real_linker.link(text)
+    assert [(c.mention, c.code_id) for c in links] == [("CHF", "ICD10CM:I50.9"), ("COPD", "ICD10CM:J44.9")]
+    assert [text[c.start:c.end] for c in links] == ["CHF", "COPD"]
+    assert all(c.source == "ABBREVIATION" for c in links)
+    # "ALL" is acute lymphoblastic leukaemia, "all" is a word
+    assert _cats(real_linker.link("newly diagnosed ALL")) == ["C91"]
+    assert real_linker.link("all of them were fine") == []
+
+
+def test_misspelled_mentions_link_to_the_right_category(real_linker):
+    links = real_linker.link("history of diabetis mellitus and pnuemonia")
+    assert [c.mention for c in links] == ["diabetis mellitus", "pnuemonia"]
+    assert _cats(links) == ["E11", "J18"]
+    assert _cats(real_linker.link("chronic obstructive pulmonary diseese")) == ["J44"]
+
+
+def test_exact_names_fuzzy_windows_and_filters(real_linker):
+    links = real_linker.link("Essential hypertension with chest pain; rule out acute myocardial infarction.")
+    assert _cats(links) == ["I10", "R07", "I21"]
+    # a word order the KB does not hold is found by the TF-IDF window path
+    fuzzy = real_linker.link("obstructive pulmonary disease chronic")
+    assert _cats(fuzzy) == ["J44"] and fuzzy[0].source == "FUZZY"
+    assert real_linker.link("pt with CHF", systems=["ICD9CM"]) == []
+    assert real_linker.link("The weather was sunny and the committee adjourned.") == []
+    assert real_linker.codes("CHF, CHF and COPD") == ["ICD10CM:I50.9", "ICD10CM:J44.9"]
+
+
+def test_link_batch_equals_link(real_linker):
+    texts = ["pt with CHF and COPD", "pnuemonia", "nothing here"]
+    assert real_linker.link_batch(texts) == [real_linker.link(t) for t in texts]
+
+
+def test_save_and_from_pretrained_roundtrip(real_linker, tmp_path):
+    real_linker.save_pretrained(tmp_path / "linker")
+    assert json.loads((tmp_path / "linker" / "config.json").read_text())["systems"] == ["ICD10CM"]
+    loaded = CodeLinker.from_pretrained(tmp_path / "linker", threshold=0.9)
+    assert loaded.config.threshold == 0.9
+    assert loaded.link("pt with CHF and COPD") == real_linker.link("pt with CHF and COPD")
+    with pytest.raises(ValueError):
+        CodeLinker.from_pretrained(tmp_path / "linker", systems=("ICD9CM",))
+
+
+# ---- evaluation -------------------------------------------------------------------------
+def test_heldout_selection_is_deterministic_and_evaluated_unseen(index_root):
+    vocab = small_icd10cm()
+    a = heldout_aliases(vocab, fraction=0.5, max_terms=20)
+    assert a == heldout_aliases(vocab, fraction=0.5, max_terms=20)
+    assert 0 < sum(map(len, a.values())) <= 20
+    for cid, terms in a.items():
+        assert set(terms) <= set(vocab.row(cid)["synonyms"])
+    res = heldout_alias_accuracy(vocab, fraction=0.5, max_terms=20, root=index_root, verbose=False)
+    assert res["terms_sampled"] == sum(map(len, a.values()))
+    assert res["terms_evaluated"] + res["still_in_kb"] == res["terms_sampled"]
+    assert 0.5 <= res["accuracy_at_1_category"] <= 1.0
+    assert res["accuracy_at_1_code"] <= res["accuracy_at_1_category"]
+
+
+def test_meddx_coverage_on_a_fixture(real_linker, tmp_path):
+    records = [
+        {"query": "Which drug treats CHF?\nA: digoxin\nB: water\nC: salt\nD: sugar\n", "answer": "A", "sim_level_std": 0.05},
+        {"query": "Which gene is expressed in the thalamus?\nA: ADH1A\nB: ADH1C\nC: ADH4\nD: ADH1B\n", "answer": "D",
+         "sim_level_std": 0.01},
+        {"query": "What is associated with hypertension?\nA: COPD\nB: pnuemonia\nC: gout\nD: none\n", "answer": "A",
+         "sim_level_std": 0.03},
+    ]
+    path = tmp_path / "meddx.json"
+    path.write_text(json.dumps(records))
+    res = meddx_coverage(real_linker, path)
+    assert res["questions"] == 3
+    assert res["stem"]["coverage"] == pytest.approx(2 / 3)  # CHF, hypertension
+    assert res["stem_and_options"]["codes_per_question"] == pytest.approx((1 + 0 + 3) / 3)
+    assert res["throughput_questions_per_s"] > 0
+
+
+def test_cli_links_text(real_linker):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "link_codes.py"), "--index-dir",
+                          str(real_linker.directory), "--json", "pt with CHF and COPD"],
+                         capture_output=True, text=True, env=env, timeout=120, check=True)
+    rows = json.loads(out.stdout)
+    assert [r["code_id"] for r in rows[0]["codes"]] == ["ICD10CM:I50.9", "ICD10CM:J44.9"]
