@@ -1,0 +1,108 @@
+"""The vocabulary-derived QA set: no code leakage across splits, determinism, distractor rules."""
+
+import pytest
+
+from medtok.codes.toy import toy_vocabulary
+from qa.datasets import load_dataset
+from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, code_split
+
+SIZES = {"train": 1000, "validation": 1000, "test": 1000}  # more than exist: every leaf is used
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return toy_vocabulary()[0]
+
+
+_PARENT = {}
+
+
+def _parent(vocab, cid):
+    if not _PARENT:
+        _PARENT.update({c: (ps[0] if len(ps) else None) for c, ps in zip(vocab.codes["code_id"], vocab.codes["parents"])})
+    return _PARENT[cid]
+
+
+def _root(vocab, cid):
+    while _parent(vocab, cid) is not None:
+        cid = _parent(vocab, cid)
+    return cid
+
+
+def test_no_code_leaks_between_splits(vocab):
+    qs = build_ontology_qa(vocab, sizes=SIZES, systems=("ICD10CM", "ICD9CM"), difficulty="mixed")
+    leaves = set(vocab.codes.loc[vocab.codes["kind"] == "code", "code_id"])
+    leaves -= set(vocab.codes["parents"].explode().dropna())
+    assert {q.codes[0] for q in qs} == leaves  # 384 leaves, each asked exactly once
+    assert len(qs) == len(leaves) == 384
+    codes_in = {s: set() for s in ("train", "validation", "test")}
+    for q in qs:
+        assert q.codes == [q.meta["option_codes"][q.answer]]
+        assert q.split == code_split(q.codes[0])
+        codes_in[q.split].update(q.meta["option_codes"])  # answers and distractors
+    assert not codes_in["train"] & codes_in["test"]
+    assert not codes_in["train"] & codes_in["validation"]
+    assert not codes_in["validation"] & codes_in["test"]
+    n = {s: sum(q.split == s for q in qs) for s in codes_in}
+    assert n["train"] > n["validation"] > 0 and n["test"] > 0
+
+
+def test_question_shows_code_not_text(vocab):
+    q = build_ontology_qa(vocab, sizes={"test": 1})[0]
+    cid = q.codes[0]
+    assert q.question == f"What does the ICD-10-CM code {cid} denote?"
+    assert q.options[q.answer] == vocab.description(cid)
+    assert vocab.description(cid) not in q.question
+    assert len(q.options) == 4 and len(set(q.options)) == 4
+
+
+def test_deterministic_nested_and_seeded(vocab):
+    a = build_ontology_qa(vocab, sizes={"train": 50, "test": 20})
+    b = build_ontology_qa(vocab, sizes={"train": 50, "test": 20})
+    assert [(q.id, q.options, q.answer) for q in a] == [(q.id, q.options, q.answer) for q in b]
+    # a smaller set is a prefix of a larger one, question for question
+    small = build_ontology_qa(vocab, sizes={"train": 20})
+    assert [(q.id, q.options) for q in small] == [(q.id, q.options) for q in a[:20]]
+    # the seed changes the sample and the options, never the split of a code
+    c = build_ontology_qa(vocab, sizes={"train": 50, "test": 20}, seed=1)
+    assert [q.id for q in c] != [q.id for q in a]
+    assert all(q.split == code_split(q.codes[0]) for q in c)
+    # answer positions are spread over the letters
+    full = build_ontology_qa(vocab, sizes=SIZES)
+    assert {q.answer for q in full} == {0, 1, 2, 3}
+
+
+def test_hard_distractors_nearest_first(vocab):
+    qs = build_ontology_qa(vocab, sizes=SIZES, difficulty="hard")
+    split_of = {q.codes[0]: q.split for q in qs}
+    for q in qs:
+        cid, distractors = q.codes[0], [c for c in q.meta["option_codes"] if c != q.codes[0]]
+        same_split_siblings = [c for c, s in split_of.items() if s == q.split and c != cid
+                               and _parent(vocab, c) == _parent(vocab, cid)]
+        chapter_mates = [c for c, s in split_of.items() if s == q.split and c != cid and _root(vocab, c) == _root(vocab, cid)]
+        # as many siblings (same category) as the split has, then the same chapter, then anywhere
+        assert sum(_parent(vocab, d) == _parent(vocab, cid) for d in distractors) == min(3, len(same_split_siblings))
+        assert sum(_root(vocab, d) == _root(vocab, cid) for d in distractors) == min(3, len(chapter_mates))
+
+
+def test_easy_distractors_from_other_chapters(vocab):
+    qs = build_ontology_qa(vocab, sizes=SIZES, difficulty="easy", systems=("ICD10CM", "ICD9CM"))
+    for q in qs:
+        cid = q.codes[0]
+        for d in q.meta["option_codes"]:
+            if d != cid:
+                assert _root(vocab, d) != _root(vocab, cid)
+                assert d.split(":")[0] == cid.split(":")[0]  # same system
+
+
+def test_config_validation_and_registry(vocab):
+    with pytest.raises(ValueError):
+        OntologyQAConfig(difficulty="medium")
+    with pytest.raises(ValueError):
+        OntologyQAConfig(split_fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError):
+        OntologyQAConfig(sizes={"dev": 3})
+    with pytest.raises(ValueError, match="no candidate codes"):
+        build_ontology_qa(vocab, systems=("ATC",))
+    qs = load_dataset("ontology", vocab=vocab, split="test", n_options=5)
+    assert qs and all(q.split == "test" and len(q.options) == 5 for q in qs)
