@@ -1,0 +1,53 @@
+"""Adapter configs: validation, JSON round trip, and the Llama-3.1-8B recipe on the meta device."""
+
+import pytest
+import torch
+
+from llm_adapter.config import (LLAMA31_8B_ARCH, AdapterConfig, LoraSettings, ProjectorConfig,
+                                llama31_8b_config)
+
+
+def test_validation_errors():
+    with pytest.raises(ValueError, match="kind"):
+        ProjectorConfig(kind="conv")
+    with pytest.raises(ValueError, match="per_group"):
+        ProjectorConfig(pooling="per_group", num_groups=4, tokens_per_code=2)
+    with pytest.raises(ValueError, match="hidden_size"):
+        AdapterConfig(hidden_size=4096)  # projector still at 576
+    with pytest.raises(ValueError, match="r must be"):
+        LoraSettings(r=0)
+    with pytest.raises(ValueError, match="quantization"):
+        AdapterConfig(quantization="int3")
+
+
+def test_json_round_trip(tmp_path):
+    c = llama31_8b_config(medtok_checkpoint="runs/medtok")
+    c.save(tmp_path / "c.json")
+    d = AdapterConfig.load(tmp_path / "c.json")
+    assert d == c and isinstance(d.projector, ProjectorConfig) and d.lora.r == 16
+
+
+def test_llama31_8b_on_meta_device():
+    """Instantiate the 8B architecture without weights: shapes, parameter counts, projector to 4096."""
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_adapter.projector import CodeProjector
+
+    cfg = llama31_8b_config()
+    assert cfg.dtype == "bfloat16" and cfg.quantization == "nf4" and cfg.hidden_size == 4096
+    with torch.device("meta"):
+        lm = LlamaForCausalLM(LlamaConfig(**LLAMA31_8B_ARCH))
+        n_base = sum(p.numel() for p in lm.parameters())
+        peft_lm = get_peft_model(lm, cfg.lora.to_peft())
+        cfg.projector.target_norm = 1.0  # "auto" needs real embeddings
+        proj = CodeProjector(cfg.projector)
+        out = proj(torch.zeros(3, 4, 64, device="meta"))
+    assert n_base == 8_030_261_248  # the published Llama-3.1-8B parameter count
+    n_lora = sum(p.numel() for n, p in peft_lm.named_parameters() if "lora_" in n)
+    # r=16 on q,k,v,o (4096->4096, ->1024, ->1024, 4096->4096) and gate,up (4096->14336), down (14336->4096)
+    per_layer = 16 * ((4096 + 4096) * 2 + (4096 + 1024) * 2 + 2 * (4096 + 14336) + (14336 + 4096))
+    assert n_lora == 32 * per_layer == 41_943_040
+    assert out.shape == (3, 4, 4096)
+    assert sum(p.numel() for p in proj.parameters()) == (256 * 4096 + 4096) + (4096 * 4 * 4096 + 4 * 4096)
+    assert lm.model.embed_tokens.weight.shape == (128256, 4096)
