@@ -1,0 +1,223 @@
+"""Score a causal LM on a multiple-choice set and report accuracy with 95% CIs.
+
+    evaluate(EvalConfig(...))            load model + dataset, score, write JSON, print the table
+    evaluate_questions(model, tok, qs)   the same on objects already in memory (the adapter's
+                                         "LLM + MedTok" system passes its `input_builder`)
+    compare_results(a, b)                paired comparison (overall and per group) on shared ids
+    format_table([results, ...])         the printed table; second and later systems are
+                                         compared with the first
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medtok.paths import PROJECT_ROOT
+from qa.metrics import accuracy_with_ci, paired_comparison
+from qa.scoring import ScoreResult, score_multiple_choice
+from qa.types import MCQuestion
+
+DTYPES = ("float32", "bfloat16", "float16")
+MODES = ("loglik", "generate")
+
+
+@dataclass
+class EvalConfig:
+    model: str | None = None          # None / "smollm2" = embedded SmolLM2-135M-Instruct; else a local HF dir or hub id
+    dataset: str = "meddx"            # see qa.datasets.dataset_names()
+    data_path: str | None = None      # dataset file (meddx: default ../shared/data/qa/MedDDx.json)
+    split: str | None = None          # split or difficulty filter; None = all
+    limit: int | None = None          # first N questions after filtering (quick runs)
+    batch_size: int = 8
+    mode: str = "loglik"              # "loglik": option-letter log-likelihood; "generate": greedy + letter parsing
+    dtype: str = "float32"
+    device: str = "cpu"
+    n_boot: int = 10_000
+    seed: int = 0                     # bootstrap seed
+    system: str | None = None         # name in tables (default: the model name)
+    output: str | None = None         # JSON path (default runs/eval/<dataset>[-<split>]-<system>.json)
+    dataset_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot must be >= 100, got {self.n_boot}")
+
+    @property
+    def system_name(self) -> str:
+        return self.system or (Path(self.model).name if self.model else "smollm2-135m")
+
+
+def _groups(q: MCQuestion) -> list[str]:
+    out = [f"split:{q.split}"]
+    if q.meta.get("difficulty"):
+        out.append(f"difficulty:{q.meta['difficulty']}")
+    return out
+
+
+def results_from_scores(questions: list[MCQuestion], score: ScoreResult, *, system: str, n_boot: int = 10_000,
+                        seed: int = 0, extra: dict | None = None) -> dict:
+    """Results dict (overall + per split / difficulty accuracy with bootstrap CIs, per-question
+    records) from a ScoreResult over `questions` (same order)."""
+    if [q.id for q in questions] != list(score.ids):
+        raise ValueError("score ids do not match the questions")
+    correct = np.asarray(score.correct, dtype=bool)
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        for g in _groups(q):
+            groups.setdefault(g, []).append(i)
+    per_question = []
+    for i, q in enumerate(questions):
+        rec = {"id": q.id, "pred": int(score.pred[i]), "answer": int(q.answer), "correct": bool(correct[i]),
+               "groups": _groups(q)}
+        lp = score.letter_logprobs[i, : len(q.options)] if score.letter_logprobs is not None else None
+        if lp is not None and np.isfinite(lp).all():
+            rec["letter_logprobs"] = [round(float(x), 4) for x in lp]
+        if score.texts is not None:
+            rec["text"] = score.texts[i]
+        per_question.append(rec)
+    return {
+        "system": system,
+        "n": len(questions),
+        "overall": accuracy_with_ci(correct, n_boot=n_boot, seed=seed),
+        "groups": {g: accuracy_with_ci(correct[idx], n_boot=n_boot, seed=seed) for g, idx in sorted(groups.items())},
+        "per_question": per_question,
+        **(extra or {}),
+    }
+
+
+def evaluate_questions(model, tokenizer, questions: list[MCQuestion], *, system: str = "LLM", batch_size: int = 8,
+                       input_builder=None, mode: str = "loglik", n_boot: int = 10_000, seed: int = 0,
+                       progress: bool = True, extra: dict | None = None, max_new_tokens: int = 16) -> dict:
+    """Score `questions` with an in-memory model (optionally through an adapter's input builder).
+    `max_new_tokens` applies to mode="generate" only."""
+    t0 = time.perf_counter()
+    if mode == "loglik":
+        score = score_multiple_choice(model, tokenizer, questions, batch_size=batch_size,
+                                      input_builder=input_builder, progress=progress)
+    elif mode == "generate":
+        from qa.scoring import generate_multiple_choice
+
+        score = generate_multiple_choice(model, tokenizer, questions, batch_size=batch_size,
+                                         input_builder=input_builder, progress=progress,
+                                         max_new_tokens=max_new_tokens)
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    seconds = time.perf_counter() - t0
+    info = {"mode": mode, "seconds": round(seconds, 2),
+            "seconds_per_question": round(seconds / max(len(questions), 1), 4), **(extra or {})}
+    return results_from_scores(questions, score, system=system, n_boot=n_boot, seed=seed, extra=info)
+
+
+def _default_output(cfg: EvalConfig) -> Path:
+    parts = [cfg.dataset] + ([cfg.split] if cfg.split else []) + [cfg.system_name]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+    return PROJECT_ROOT / "runs" / "eval" / f"{name}.json"
+
+
+def evaluate(config: EvalConfig, *, model=None, tokenizer=None, print_table: bool = True) -> dict:
+    """Load the dataset (and the model unless given), score, write JSON, print the table."""
+    import torch
+
+    from qa.datasets import load_dataset
+
+    questions = load_dataset(config.dataset, config.data_path, split=config.split, **config.dataset_kwargs)
+    if config.limit is not None:
+        questions = questions[: config.limit]
+    if not questions:
+        raise ValueError(f"no questions in dataset {config.dataset!r} split {config.split!r}")
+    if model is None:
+        from qa.lm import load_causal_lm
+
+        model, tokenizer = load_causal_lm(config.model, dtype=getattr(torch, config.dtype))
+        model.to(config.device)
+    results = evaluate_questions(model, tokenizer, questions, system=config.system_name, batch_size=config.batch_size,
+                                 mode=config.mode, n_boot=config.n_boot, seed=config.seed,
+                                 extra={"model": config.model or "smollm2", "dataset": config.dataset,
+                                        "config": asdict(config),
+                                        "torch_threads": torch.get_num_threads()})
+    out = Path(config.output) if config.output else _default_output(config)
+    save_results(results, out)
+    results["output"] = str(out)
+    if print_table:
+        print(format_table(results))
+        print(f"results: {out}")
+    return results
+
+
+def save_results(results: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+    return path
+
+
+def load_results(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _correct_by_id(results: dict) -> dict[str, tuple[bool, list[str]]]:
+    return {r["id"]: (bool(r["correct"]), r.get("groups", [])) for r in results["per_question"]}
+
+
+def compare_results(a: dict, b: dict, *, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """System b minus system a on the questions both answered: overall and per group
+    (diff with paired-bootstrap 95% CI, McNemar p)."""
+    ca, cb = _correct_by_id(a), _correct_by_id(b)
+    shared = [i for i in ca if i in cb]
+    if not shared:
+        raise ValueError(f"{a.get('system')} and {b.get('system')} share no question ids")
+    va = np.array([ca[i][0] for i in shared])
+    vb = np.array([cb[i][0] for i in shared])
+    out = {"a": a.get("system"), "b": b.get("system"),
+           "overall": paired_comparison(va, vb, n_boot=n_boot, seed=seed), "groups": {}}
+    groups = sorted({g for i in shared for g in ca[i][1]})
+    for g in groups:
+        m = np.array([g in ca[i][1] for i in shared])
+        out["groups"][g] = paired_comparison(va[m], vb[m], n_boot=n_boot, seed=seed)
+    return out
+
+
+def _cell(r: dict) -> str:
+    return f"{100 * r['accuracy']:.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] n={r['n']}"
+
+
+def format_table(results: dict | list[dict], *, n_boot: int = 10_000, seed: int = 0) -> str:
+    """Accuracy (%) with 95% CI per system (rows) and group (columns); systems after the first
+    get a paired comparison against the first (diff in points, CI, McNemar p)."""
+    runs = [results] if isinstance(results, dict) else list(results)
+    if not runs:
+        return "(no results)"
+    n_all = {r["n"] for r in runs}
+    # a group covering every question repeats "overall"; leave it out
+    cols = sorted({g for r in runs for g, v in r["groups"].items() if v["n"] not in n_all})
+    cols = ["overall"] + sorted(cols, key=lambda g: (not g.startswith("difficulty"), g))
+    rows = [["system"] + cols]
+    for r in runs:
+        rows.append([r["system"]] + [_cell(r["overall"]) if c == "overall" else
+                                     (_cell(r["groups"][c]) if c in r["groups"] else "-") for c in cols])
+    widths = [max(len(row[j]) for row in rows) for j in range(len(cols) + 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for other in runs[1:]:
+        cmp = compare_results(runs[0], other, n_boot=n_boot, seed=seed)
+        lines.append(f"\n{cmp['b']} vs {cmp['a']} (accuracy difference, points; paired bootstrap 95% CI; McNemar p)")
+        for c in cols:
+            d = cmp["overall"] if c == "overall" else cmp["groups"].get(c)
+            if d is not None:
+                lines.append(f"  {c:<26} {100 * d['diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+                             f"  p={d['mcnemar_p']:.3g}  n={d['n']}")
+    return "\n".join(lines)

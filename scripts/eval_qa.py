@@ -1,0 +1,59 @@
+"""Score a causal LM on a multiple-choice QA set; prints the accuracy table and writes JSON.
+
+    python scripts/eval_qa.py --dataset meddx --split expert
+    python scripts/eval_qa.py --model /models/Llama-3.1-8B-Instruct --device cuda --dtype bfloat16 --dataset meddx
+    python scripts/eval_qa.py --dataset mc_file --data-path medqa_test.jsonl
+    python scripts/eval_qa.py --dataset ontology --split test --size 300
+    python scripts/eval_qa.py --table runs/eval/a.json runs/eval/b.json   # compare saved runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qa.datasets import dataset_names  # noqa: E402
+from qa.evaluate import DTYPES, MODES, EvalConfig, evaluate, format_table, load_results  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="local HF model dir or hub id (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--dataset", default="meddx", help=f"one of {', '.join(dataset_names())}")
+    p.add_argument("--data-path", default=None, help="dataset file (ontology: vocabulary dir)")
+    p.add_argument("--split", default=None, help="split or difficulty, e.g. test, expert, basic")
+    p.add_argument("--limit", type=int, default=None, help="first N questions only")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--mode", choices=MODES, default="loglik")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--n-boot", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--system", default=None, help="name of this system in tables")
+    p.add_argument("--output", default=None, help="results JSON (default runs/eval/<dataset>-<split>-<system>.json)")
+    p.add_argument("--size", type=int, default=None, help="ontology: questions in the chosen split")
+    p.add_argument("--difficulty", default=None, help="ontology: hard, easy or mixed")
+    p.add_argument("--table", nargs="+", default=None, metavar="JSON",
+                   help="only print the table of saved results (first = baseline for paired comparisons)")
+    a = p.parse_args(argv)
+    if a.table:
+        print(format_table([load_results(f) for f in a.table], n_boot=a.n_boot, seed=a.seed))
+        return
+    kwargs = {}
+    if a.dataset == "ontology":
+        if a.size is not None:
+            kwargs["sizes"] = {a.split or "test": a.size}
+        if a.difficulty:
+            kwargs["difficulty"] = a.difficulty
+    elif a.size is not None or a.difficulty is not None:
+        p.error("--size/--difficulty apply to --dataset ontology only")
+    evaluate(EvalConfig(model=a.model, dataset=a.dataset, data_path=a.data_path, split=a.split, limit=a.limit,
+                        batch_size=a.batch_size, mode=a.mode, dtype=a.dtype, device=a.device, n_boot=a.n_boot,
+                        seed=a.seed, system=a.system, output=a.output, dataset_kwargs=kwargs))
+
+
+if __name__ == "__main__":
+    main()

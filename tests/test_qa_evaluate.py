@@ -1,0 +1,106 @@
+"""The evaluation harness end to end on a tiny rigged model: JSON, groups, table, comparison."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from qa.evaluate import EvalConfig, compare_results, evaluate, evaluate_questions, format_table, load_results
+from qa.lm import tiny_char_tokenizer, tiny_llama
+from qa.types import MCQuestion
+
+
+def _always(tok, letter: str):
+    """A tiny model whose output layer always prefers `letter`."""
+    m = tiny_llama()
+    head = torch.nn.Linear(64, m.config.vocab_size, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[tok.convert_tokens_to_ids(letter)] = 5.0
+    m.lm_head = head
+    return m
+
+
+def _questions():
+    # answers: 6 x C, 4 x A; two splits, two difficulties
+    answers = [2, 2, 2, 2, 2, 2, 0, 0, 0, 0]
+    return [MCQuestion(f"q{i}", f"Question {i}?", ["w", "x", "y", "z"], answer=a,
+                       split="test" if i < 5 else "train", meta={"difficulty": "hard" if i % 2 else "easy"})
+            for i, a in enumerate(answers)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_char_tokenizer()
+
+
+def test_evaluate_questions_groups_and_comparison(tok):
+    qs = _questions()
+    rc = evaluate_questions(_always(tok, "C"), tok, qs, system="always-C", batch_size=3, n_boot=1000, progress=False)
+    ra = evaluate_questions(_always(tok, "A"), tok, qs, system="always-A", batch_size=4, n_boot=1000, progress=False)
+    assert rc["overall"]["accuracy"] == 0.6 and ra["overall"]["accuracy"] == 0.4
+    # test = q0..q4 (all C), train = q5..q9 (one C, four A)
+    assert rc["groups"]["split:test"]["accuracy"] == 1.0 and rc["groups"]["split:train"]["accuracy"] == 0.2
+    assert rc["groups"]["difficulty:easy"]["n"] == 5
+    assert [r["pred"] for r in rc["per_question"]] == [2] * 10
+    assert len(rc["per_question"][0]["letter_logprobs"]) == 4
+    cmp = compare_results(rc, ra, n_boot=1000)
+    assert cmp["overall"]["diff"] == pytest.approx(-0.2)
+    # discordant: 6 only-C, 4 only-A -> exact McNemar p = 2 * P[X <= 4 | n = 10] = 2 * 386/1024
+    assert cmp["overall"]["mcnemar_p"] == pytest.approx(2 * 386 / 1024)
+    assert cmp["groups"]["split:test"]["diff"] == -1.0
+    table = format_table([rc, ra], n_boot=1000)
+    assert "always-C" in table and "60.0 [" in table and "always-A vs always-C" in table
+    assert "-20.0 [" in table and "split:test" in table and "difficulty:easy" in table
+
+
+def test_evaluate_writes_json_from_a_file_dataset(tok, tmp_path, capsys):
+    data = tmp_path / "set.jsonl"
+    data.write_text("\n".join(json.dumps({"question": q.question, "options": q.options, "answer": q.answer,
+                                          "split": q.split}) for q in _questions()))
+    out = tmp_path / "res.json"
+    cfg = EvalConfig(dataset="mc_file", data_path=str(data), split="test", batch_size=2, n_boot=500,
+                     system="always-C", output=str(out))
+    res = evaluate(cfg, model=_always(tok, "C"), tokenizer=tok)
+    assert res["n"] == 5 and res["overall"]["accuracy"] == 1.0
+    saved = load_results(out)
+    assert saved["overall"] == res["overall"] and saved["config"]["split"] == "test"
+    assert saved["seconds_per_question"] >= 0 and not math.isnan(saved["overall"]["ci_low"])
+    assert "always-C" in capsys.readouterr().out
+
+
+def test_generation_mode_through_harness(tok):
+    res = evaluate_questions(_always(tok, "A"), tok, _questions(), mode="generate", n_boot=500, progress=False,
+                             max_new_tokens=1)
+    assert res["overall"]["accuracy"] == 0.4 and res["per_question"][0]["text"].startswith("A")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        EvalConfig(batch_size=0)
+    with pytest.raises(ValueError):
+        EvalConfig(mode="vote")
+    with pytest.raises(ValueError):
+        EvalConfig(dtype="int8")
+    assert EvalConfig().system_name == "smollm2-135m"
+
+
+def test_cli_table_of_saved_runs(tok, tmp_path, capsys):
+    import importlib.util
+
+    from medtok.paths import PROJECT_ROOT
+    from qa.evaluate import save_results
+
+    spec = importlib.util.spec_from_file_location("eval_qa", PROJECT_ROOT / "scripts" / "eval_qa.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    qs = _questions()
+    paths = []
+    for letter in "CA":
+        r = evaluate_questions(_always(tok, letter), tok, qs, system=f"always-{letter}", n_boot=500, progress=False)
+        paths.append(str(save_results(r, tmp_path / f"{letter}.json")))
+    cli.main(["--table", *paths, "--n-boot", "500"])
+    out = capsys.readouterr().out
+    assert "always-A vs always-C" in out and "p=0.754" in out  # 2 * 386/1024 = 0.7539
