@@ -40,7 +40,7 @@ def _undot(code: str) -> str:
 
 def normalize_icd10cm(code: str) -> str | None:
     c = _undot(code)
-    if "-" in c:  # block range such as E08-E13
+    if "-" in c or re.fullmatch(r"CH[0-9]{2}", c):  # block range (E08-E13) or chapter node (CH04)
         return c
     if not _ICD10CM_RE.match(c):
         return None
