@@ -106,3 +106,19 @@ def test_config_validation_and_registry(vocab):
         build_ontology_qa(vocab, systems=("ATC",))
     qs = load_dataset("ontology", vocab=vocab, split="test", n_options=5)
     assert qs and all(q.split == "test" and len(q.options) == 5 for q in qs)
+
+
+def test_real_vocabulary_sizes_and_leakage():
+    from medtok.paths import default_vocab_dir
+
+    if not (default_vocab_dir() / "codes.parquet").exists():
+        pytest.skip(f"built vocabulary absent at {default_vocab_dir()} (run scripts/build_vocab.py)")
+    from medtok.codes.vocabulary import Vocabulary
+
+    qs = build_ontology_qa(Vocabulary.load(default_vocab_dir()))  # default: 2000 / 300 / 300 ICD-10-CM leaves
+    n = {s: sum(q.split == s for q in qs) for s in ("train", "validation", "test")}
+    assert n == {"train": 2000, "validation": 300, "test": 300}
+    train = {c for q in qs if q.split == "train" for c in q.meta["option_codes"]}
+    held_out = {c for q in qs if q.split != "train" for c in q.meta["option_codes"]}
+    assert not train & held_out
+    assert all(q.codes[0].startswith("ICD10CM:") and len(set(q.options)) == 4 for q in qs)
