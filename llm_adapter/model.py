@@ -132,7 +132,11 @@ class PrefixLM(nn.Module):
         logits = self.lm(**batch, logits_to_keep=k, use_cache=False).logits
         return answer_loss(logits, labels)
 
-    def forward(self, **kwargs):
+    def forward(self, code_lists=None, prompt_ids=None, answer_ids=None, **kwargs):
+        """With prompt_ids/answer_ids: the training loss (this path lets DDP see the forward);
+        otherwise the base LM's forward on ready inputs (e.g. from `inputs`)."""
+        if prompt_ids is not None:
+            return self.loss(code_lists, prompt_ids, answer_ids)
         return self.lm(**kwargs)
 
     def get_input_embeddings(self):

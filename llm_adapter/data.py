@@ -1,0 +1,98 @@
+"""Training data of the fine-tuning job: QA questions, their token ids, and the caption pairs
+of the alignment stage. Examples are (codes, prompt_ids, answer_ids) triples, the arguments
+of `PrefixLM.loss` / `build_inputs`."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger("llm_adapter")
+
+CAPTION_PROMPT = "Medical code meaning:"
+
+
+def _vocab(cfg):
+    from medtok.codes.vocabulary import Vocabulary
+    from medtok.paths import default_vocab_dir
+
+    d = cfg.vocab_dir or default_vocab_dir()
+    return Vocabulary.load(d)
+
+
+def link_questions(questions, vocab=None, max_codes: int = 4, progress: bool = True) -> None:
+    """Fill `.codes` of free-text questions (MedDDx) with the linker's codes, in text order
+    (stem first, then options), best-scored first within the stem; in place."""
+    from qa.linker import CodeLinker
+
+    linker = CodeLinker.build(vocab, verbose=progress)
+    texts = [q.question + "\n" + "\n".join(q.options) for q in questions]
+    for q, links in zip(questions, linker.link_batch(texts, progress=progress)):
+        if not q.codes:
+            seen = []
+            for lc in sorted(links, key=lambda lc: (lc.start >= len(q.question), -lc.score)):
+                if lc.code_id not in seen:
+                    seen.append(lc.code_id)
+            q.codes = seen[:max_codes]
+
+
+def load_questions(cfg):
+    """(vocab, train questions, {eval split: questions}) for cfg.dataset."""
+    if cfg.dataset == "ontology":
+        from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa
+
+        vocab = _vocab(cfg)
+        qs = build_ontology_qa(vocab, OntologyQAConfig(**cfg.ontology))
+        train = [q for q in qs if q.split == cfg.train_split]
+        evals = {s: [q for q in qs if q.split == s] for s in cfg.eval_splits}
+    else:
+        from qa.datasets.meddx import load_meddx
+
+        qs = load_meddx(cfg.data_path)
+        vocab = _vocab(cfg)
+        key = lambda q: q.meta.get("difficulty", q.split)  # noqa: E731
+        # MedDDx protocol: train on Intermediate (its "train" part), test on Basic and Expert
+        train = [q for q in qs if key(q) == cfg.train_split and q.split != "validation"]
+        evals = {s: [q for q in qs if key(q) == s] for s in cfg.eval_splits}
+        link_questions(train + [q for v in evals.values() for q in v], vocab, cfg.adapter.max_codes, cfg.progress)
+    if cfg.max_eval_questions:
+        evals = {s: v[: cfg.max_eval_questions] for s, v in evals.items()}
+    if not train:
+        raise ValueError(f"no training questions in split {cfg.train_split!r}")
+    return vocab, train, evals
+
+
+def qa_examples(tokenizer, questions) -> list[tuple[list[str], list[int], list[int]]]:
+    """(codes, prompt_ids, answer_ids) per question: the scorer's own prompt, so training sees
+    exactly the prompt the harness evaluates."""
+    from qa.scoring import answer_ids, build_prompt_ids
+
+    return [(list(q.codes), build_prompt_ids(tokenizer, q), answer_ids(tokenizer, q)) for q in questions]
+
+
+def alignment_codes(vocab, cfg, excluded: set[str]) -> list[str]:
+    """Up to cfg.align_codes vocabulary codes with a description that appear in no evaluation
+    question (neither as the asked code nor as an option), and, for the ontology set, belong to
+    its training split of codes; a seeded sample."""
+    df = vocab.codes
+    ok = df["description"].fillna("").str.strip().ne("") & ~df["code_id"].isin(excluded)
+    if cfg.dataset == "ontology":
+        from qa.datasets.ontology import OntologyQAConfig, code_split
+
+        oc = OntologyQAConfig(**cfg.ontology)
+        ok &= df["code_id"].map(lambda c: code_split(c, oc.split_fractions, oc.split_seed) == "train")
+    pool = df.loc[ok, "code_id"].to_numpy()
+    rng = np.random.default_rng(cfg.seed)
+    take = min(cfg.align_codes, len(pool))
+    return [str(c) for c in rng.choice(pool, size=take, replace=False)] if take else []
+
+
+def alignment_examples(tokenizer, vocab, cfg, excluded: set[str]) -> list[tuple[list[str], list[int], list[int]]]:
+    """Caption pairs "[prefix] Medical code meaning: <description><eos>" (loss on the description)."""
+    codes = alignment_codes(vocab, cfg, excluded)
+    prompt = tokenizer.encode(CAPTION_PROMPT, add_special_tokens=False)
+    desc = vocab.codes.set_index("code_id").loc[codes, "description"].tolist() if codes else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    enc = tokenizer(list(map(lambda d: " " + d.strip(), desc)), add_special_tokens=False)["input_ids"] if desc else []
+    return [([c], prompt, ids[:48] + eos) for c, ids in zip(codes, enc)]

@@ -1,0 +1,140 @@
+"""Configuration of the fine-tuning job (`llm_adapter.finetune.finetune`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from llm_adapter.config import AdapterConfig, ProjectorConfig
+
+ARMS = ("lora", "lora+prefix")
+DATASETS = ("ontology", "meddx")
+
+
+@dataclass
+class StageConfig:
+    """One optimisation stage. steps = optimizer steps; each step sees batch_size * grad_accum examples."""
+
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 5e-4
+    warmup: int = 10
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 1 or self.grad_accum < 1 or self.warmup < 0:
+            raise ValueError(f"bad stage config {self}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass
+class FinetuneConfig:
+    """The two-arm experiment: LoRA without prefix vs LoRA + code prefix, same budget and seed.
+
+    Stage 1 ("align", prefix arm only): the projector alone learns to caption codes
+    ("[prefix] Medical code meaning: <description>") with the LM frozen, on `align_codes`
+    vocabulary codes that appear in no evaluation question (free pairs; the prefix probe
+    measured this stage to be what makes a frozen LM read the prefix).
+    Stage 2 ("qa", both arms): LoRA (+ projector) on the QA training split, answer-only loss.
+    """
+
+    output_dir: str = "runs/finetune_qa"
+    dataset: str = "ontology"
+    data_path: str | None = None           # meddx JSON, or a vocabulary dir for ontology
+    ontology: dict = field(default_factory=lambda: {"systems": ["ICD10CM"], "difficulty": "hard",
+                                                    "sizes": {"train": 2000, "validation": 0, "test": 300}})
+    train_split: str | None = None         # default: "train" (ontology) / "intermediate" (meddx)
+    eval_splits: list | None = None        # default: ["test"] / ["basic", "expert"]
+    arms: tuple = ARMS
+    vector_source: str = "medtok"          # code vectors of the prefix arm: medtok | minilm | random
+    medtok_checkpoint: str | None = None   # None: data/cache/medtok (trained by `python scripts/train_medtok.py`)
+    vocab_dir: str | None = None           # None: data/cache/vocab
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    align: StageConfig = field(default_factory=lambda: StageConfig(steps=200, batch_size=16, lr=3e-3, warmup=10))
+    align_codes: int = 20000
+    qa: StageConfig = field(default_factory=lambda: StageConfig(steps=120, batch_size=8, lr=5e-4, warmup=10))
+    qa_train_projector: bool = True
+    train_eval_size: int = 100             # training questions scored for the learning curve
+    eval_every: int = 0                    # qa steps between learning-curve points (0 = start and end only)
+    eval_batch_size: int = 16
+    checkpoint_every: int = 0              # optimizer steps between resumable checkpoints (0 = none)
+    resume: bool = True
+    seed: int = 0
+    max_eval_questions: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.adapter, dict):
+            self.adapter = AdapterConfig.from_dict(self.adapter)
+        for name in ("align", "qa"):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, StageConfig(**getattr(self, name)))
+        self.arms = tuple(self.arms)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad or not self.arms:
+            raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms}")
+        if self.vector_source not in ("medtok", "minilm", "random"):
+            raise ValueError(f"vector_source must be medtok/minilm/random, got {self.vector_source!r}")
+        if self.align_codes < 0 or self.train_eval_size < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
+            raise ValueError("align_codes, train_eval_size, eval_every, checkpoint_every must be >= 0")
+        if self.train_split is None:
+            self.train_split = "train" if self.dataset == "ontology" else "intermediate"
+        if self.eval_splits is None:
+            self.eval_splits = ["test"] if self.dataset == "ontology" else ["basic", "expert"]
+        self.eval_splits = list(self.eval_splits)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FinetuneConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown FinetuneConfig keys {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FinetuneConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
+    """`key.sub=value` overrides (value parsed as JSON when possible) on a config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = cfg_dict
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise KeyError(f"override {key!r}: no section {p!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise KeyError(f"override {key!r}: unknown key {parts[-1]!r} (known: {sorted(node)})")
+        node[parts[-1]] = value
+    return cfg_dict
+
+
+def projector_for(source_groups: int, source_dim: int, base: ProjectorConfig) -> ProjectorConfig:
+    """The projector config adapted to a vector source's [G, d] (per_group needs P = G)."""
+    d = asdict(base)
+    d.update(input_dim=source_dim, num_groups=source_groups)
+    if d["pooling"] == "per_group":
+        d["tokens_per_code"] = source_groups
+    return ProjectorConfig(**d)
