@@ -3,6 +3,7 @@
     evaluate(EvalConfig(...))            load model + dataset, score, write JSON, print the table
     evaluate_questions(model, tok, qs)   the same on objects already in memory (the adapter's
                                          "LLM + MedTok" system passes its `input_builder`)
+    merge_results([r1, r2, ...])         one system's runs on disjoint sets -> one results dict
     compare_results(a, b)                paired comparison (overall and per group) on shared ids
     format_table([results, ...])         the printed table; second and later systems are
                                          compared with the first
@@ -167,6 +168,31 @@ def save_results(results: dict, path: str | Path) -> Path:
 
 def load_results(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def merge_results(runs: list[dict], *, system: str | None = None, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """One results dict from runs of the same system on disjoint question sets (e.g. one run
+    per MedDDx difficulty): per-question records concatenated, accuracies and CIs recomputed."""
+    seen: set[str] = set()
+    per_question = []
+    for r in runs:
+        for rec in r["per_question"]:
+            if rec["id"] in seen:
+                raise ValueError(f"question {rec['id']} appears in more than one run")
+            seen.add(rec["id"])
+            per_question.append(rec)
+    correct = np.array([rec["correct"] for rec in per_question], dtype=bool)
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(per_question):
+        for g in rec.get("groups", []):
+            groups.setdefault(g, []).append(i)
+    seconds = sum(r.get("seconds", 0.0) for r in runs)
+    return {"system": system or runs[0]["system"], "n": len(per_question),
+            "overall": accuracy_with_ci(correct, n_boot=n_boot, seed=seed),
+            "groups": {g: accuracy_with_ci(correct[idx], n_boot=n_boot, seed=seed) for g, idx in sorted(groups.items())},
+            "per_question": per_question, "seconds": round(seconds, 2),
+            "seconds_per_question": round(seconds / max(len(per_question), 1), 4),
+            "merged_from": [r.get("output") or r.get("config", {}).get("output") for r in runs]}
 
 
 def _correct_by_id(results: dict) -> dict[str, tuple[bool, list[str]]]:

@@ -5,6 +5,7 @@
     python scripts/eval_qa.py --dataset mc_file --data-path medqa_test.jsonl
     python scripts/eval_qa.py --dataset ontology --split test --size 300
     python scripts/eval_qa.py --table runs/eval/a.json runs/eval/b.json   # compare saved runs
+    python scripts/eval_qa.py --merge runs/eval/meddx-all.json --table runs/eval/meddx-{basic,expert}-x.json
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qa.datasets import dataset_names  # noqa: E402
-from qa.evaluate import DTYPES, MODES, EvalConfig, evaluate, format_table, load_results  # noqa: E402
+from qa.evaluate import (DTYPES, MODES, EvalConfig, evaluate, format_table, load_results, merge_results,  # noqa: E402
+                         save_results)
 
 
 def main(argv=None):
@@ -38,9 +40,17 @@ def main(argv=None):
     p.add_argument("--difficulty", default=None, help="ontology: hard, easy or mixed")
     p.add_argument("--table", nargs="+", default=None, metavar="JSON",
                    help="only print the table of saved results (first = baseline for paired comparisons)")
+    p.add_argument("--merge", default=None, metavar="JSON",
+                   help="with --table: merge the runs (one system, disjoint questions) into this JSON first")
     a = p.parse_args(argv)
+    if a.merge and not a.table:
+        p.error("--merge needs --table FILES")
     if a.table:
-        print(format_table([load_results(f) for f in a.table], n_boot=a.n_boot, seed=a.seed))
+        runs = [load_results(f) for f in a.table]
+        if a.merge:
+            runs = [merge_results(runs, system=a.system, n_boot=a.n_boot, seed=a.seed)]
+            save_results(runs[0], a.merge)
+        print(format_table(runs, n_boot=a.n_boot, seed=a.seed))
         return
     kwargs = {}
     if a.dataset == "ontology":

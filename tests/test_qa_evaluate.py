@@ -104,3 +104,17 @@ def test_cli_table_of_saved_runs(tok, tmp_path, capsys):
     cli.main(["--table", *paths, "--n-boot", "500"])
     out = capsys.readouterr().out
     assert "always-A vs always-C" in out and "p=0.754" in out  # 2 * 386/1024 = 0.7539
+
+
+def test_merge_results_recomputes_groups(tok):
+    from qa.evaluate import merge_results
+
+    qs = _questions()
+    m = _always(tok, "C")
+    a = evaluate_questions(m, tok, qs[:5], system="C", n_boot=500, progress=False)
+    b = evaluate_questions(m, tok, qs[5:], system="C", n_boot=500, progress=False)
+    merged = merge_results([a, b], n_boot=500)
+    whole = evaluate_questions(m, tok, qs, system="C", n_boot=500, progress=False)
+    assert merged["n"] == 10 and merged["overall"] == whole["overall"] and merged["groups"] == whole["groups"]
+    with pytest.raises(ValueError, match="more than one run"):
+        merge_results([a, a])
