@@ -10,7 +10,6 @@ import numpy as np
 
 log = logging.getLogger("llm_adapter")
 
-CAPTION_PROMPT = "Medical code meaning:"
 
 
 def _vocab(cfg):
@@ -88,11 +87,20 @@ def alignment_codes(vocab, cfg, excluded: set[str]) -> list[str]:
     return [str(c) for c in rng.choice(pool, size=take, replace=False)] if take else []
 
 
+def code_question(code_id: str) -> str:
+    """The ontology set's question about a code ("What does the ICD-10-CM code X denote?")."""
+    from qa.datasets.ontology import SYSTEM_NAMES, TEMPLATE
+
+    system = code_id.split(":", 1)[0]
+    return TEMPLATE.format(system=SYSTEM_NAMES.get(system, system), code=code_id)
+
+
 def alignment_examples(tokenizer, vocab, cfg, excluded: set[str]) -> list[tuple[list[str], list[int], list[int]]]:
-    """Caption pairs "[prefix] Medical code meaning: <description><eos>" (loss on the description)."""
-    codes = alignment_codes(vocab, cfg, excluded)
-    prompt = tokenizer.encode(CAPTION_PROMPT, add_special_tokens=False)
+    """Caption pairs "[prefix] <question about the code>\nAnswer: <description>", loss on the
+    description: the same text layout option-likelihood scoring reads (llm_adapter.option_scoring)."""
+    from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
+
+    n = cfg.align.steps * cfg.align.batch_size * cfg.align.grad_accum
+    codes = alignment_codes(vocab, cfg, excluded)[: max(n, 1)]  # no vectors for pairs never drawn
     desc = vocab.codes.set_index("code_id").loc[codes, "description"].tolist() if codes else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    enc = tokenizer(list(map(lambda d: " " + d.strip(), desc)), add_special_tokens=False)["input_ids"] if desc else []
-    return [([c], prompt, ids[:48] + eos) for c, ids in zip(codes, enc)]
+    return [([c], cloze_prompt_ids(tokenizer, code_question(c)), option_ids(tokenizer, d)) for c, d in zip(codes, desc)]

@@ -106,11 +106,20 @@ def train_stage(model: PrefixLM, examples: list[tuple], stage, *, accelerator, l
     return curve
 
 
-def score(model: PrefixLM, tokenizer, questions, batch_size: int, progress: bool):
+def score(model: PrefixLM, tokenizer, questions, batch_size: int, progress: bool, scoring: str = "letter"):
+    """The QA harness (letter log-likelihood), or option likelihood (llm_adapter.option_scoring)."""
+    if scoring == "option":
+        from llm_adapter.option_scoring import score_by_option_likelihood
+
+        return score_by_option_likelihood(model, tokenizer, questions, batch_size=2 * batch_size, progress=progress)
     from qa.scoring import score_multiple_choice
 
     return score_multiple_choice(model, tokenizer, questions, batch_size=batch_size,
                                  input_builder=model.input_builder(), progress=progress)
+
+
+def _record(r) -> dict:
+    return {"ids": r.ids, "pred": r.pred.tolist(), "correct": r.correct.tolist(), "answer": r.answer.tolist()}
 
 
 def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: dict, accelerator) -> dict:
@@ -136,14 +145,19 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
             return {"train_acc": acc}
         return None
 
+    res["scores"] = {}
     if prefix and cfg.align.steps:
         res["curves"]["align"] = train_stage(
             model, data["align"], cfg.align, accelerator=accelerator, lora=False, projector=True, name="align",
             ckpt_dir=out_dir / "checkpoints", checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
             seed=cfg.seed, progress=cfg.progress)
+    if "option" in cfg.scorings and accelerator.is_main_process and (prefix or cfg.score_base_before_qa):
+        # before QA training: what the alignment alone gives (prefix arm) / the untrained LM (no prefix)
+        res["scores"]["option@pre_qa"] = {s: _record(score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress,
+                                                                 "option")) for s, qs in data["eval"].items() if qs}
     start_acc = None
     if accelerator.is_main_process and train_probe:
-        start_acc = float(score(model, tokenizer, train_probe, cfg.eval_batch_size, False).correct.mean())
+        start_acc = float(score(model, tokenizer, train_probe, cfg.eval_batch_size, cfg.progress).correct.mean())
     res["curves"]["qa"] = train_stage(
         model, data["qa"], cfg.qa, accelerator=accelerator, lora=True, projector=prefix and cfg.qa_train_projector,
         name="qa", ckpt_dir=out_dir / "checkpoints", checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
@@ -151,12 +165,10 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
     res["train_acc_start"] = start_acc
     if accelerator.is_main_process:
         model.eval()
-        res["scores"] = {}
-        for split, qs in [("train_probe", train_probe)] + list(data["eval"].items()):
-            if qs:
-                r = score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress)
-                res["scores"][split] = {"ids": r.ids, "pred": r.pred.tolist(), "correct": r.correct.tolist(),
-                                        "answer": r.answer.tolist()}
+        for scoring in cfg.scorings:
+            splits = ([("train_probe", train_probe)] if scoring == "letter" else []) + list(data["eval"].items())
+            res["scores"][scoring] = {s: _record(score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress, scoring))
+                                      for s, qs in splits if qs}
         model.save_pretrained(out_dir)
         res["checkpoint"] = str(out_dir)
     accelerator.wait_for_everyone()

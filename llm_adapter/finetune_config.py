@@ -64,6 +64,8 @@ class FinetuneConfig:
     resume: bool = True
     seed: int = 0
     max_eval_questions: int | None = None
+    scorings: tuple = ("letter", "option")  # letter = the QA harness; option = option likelihood
+    score_base_before_qa: bool = False     # also option-score the no-prefix arm before QA training (costs a pass)
     progress: bool = True
 
     def __post_init__(self):
@@ -73,6 +75,9 @@ class FinetuneConfig:
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, StageConfig(**getattr(self, name)))
         self.arms = tuple(self.arms)
+        self.scorings = tuple(self.scorings)
+        if not self.scorings or set(self.scorings) - {"letter", "option"}:
+            raise ValueError(f"scorings must be a non-empty subset of ('letter', 'option'), got {self.scorings}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         bad = [a for a in self.arms if a not in ARMS]

@@ -15,17 +15,18 @@ def summarize(results: dict, cfg) -> dict:
     out = {"accuracy": {}, "paired": {}}
     arms = results["arms"]
     for arm, r in arms.items():
-        out["accuracy"][arm] = {s: accuracy_with_ci(np.array(v["correct"]), seed=cfg.seed)
-                                for s, v in r.get("scores", {}).items()}
+        out["accuracy"][arm] = {sc: {s: accuracy_with_ci(np.array(v["correct"]), seed=cfg.seed) for s, v in per.items()}
+                                for sc, per in r.get("scores", {}).items()}
     if "lora" in arms and len(arms) > 1:
         for arm in arms:
             if arm == "lora":
                 continue
-            for s, v in arms[arm].get("scores", {}).items():
-                base = arms["lora"]["scores"].get(s)
-                if base is not None and base["ids"] == v["ids"]:
-                    out["paired"].setdefault(arm, {})[s] = paired_comparison(
-                        np.array(base["correct"]), np.array(v["correct"]), seed=cfg.seed)
+            for sc, per in arms[arm].get("scores", {}).items():
+                for s, v in per.items():
+                    base = arms["lora"].get("scores", {}).get(sc, {}).get(s)
+                    if base is not None and base["ids"] == v["ids"]:
+                        out["paired"].setdefault(arm, {}).setdefault(sc, {})[s] = paired_comparison(
+                            np.array(base["correct"]), np.array(v["correct"]), seed=cfg.seed)
     out["throughput"] = {}
     for arm, r in arms.items():
         for stage, curve in r.get("curves", {}).items():
@@ -38,21 +39,28 @@ def summarize(results: dict, cfg) -> dict:
     return out
 
 
+SCORING_NAMES = {"letter": "letter log-likelihood (QA harness), after QA training",
+                 "option": "option likelihood, after QA training",
+                 "option@pre_qa": "option likelihood, before QA training (after alignment for the prefix arm)"}
+
+
 def format_table(results: dict) -> str:
     s = results["summary"]
-    splits = sorted({sp for a in s["accuracy"].values() for sp in a})
-    lines = ["scoring: option-letter log-likelihood at the answer position (qa.scoring)",
-             f"{'arm':<16}" + "".join(f"{sp:>28}" for sp in splits)]
-    for arm, accs in s["accuracy"].items():
-        cells = []
-        for sp in splits:
-            a = accs.get(sp)
-            cells.append(f"{a['accuracy']:.3f} [{a['ci_low']:.3f},{a['ci_high']:.3f}] n={a['n']}" if a else "-")
-        lines.append(f"{arm:<16}" + "".join(f"{c:>28}" for c in cells))
-    for arm, per in s["paired"].items():
-        for sp, p in per.items():
-            lines.append(f"{arm} - lora on {sp}: {p['diff']:+.3f} [{p['ci_low']:+.3f},{p['ci_high']:+.3f}] "
-                         f"McNemar p={p['mcnemar_p']:.3g} (only-prefix right {p['b_only']}, only-lora right {p['a_only']})")
+    lines = []
+    scorings = list(dict.fromkeys(sc for a in s["accuracy"].values() for sc in a))
+    for sc in scorings:
+        splits = sorted({sp for a in s["accuracy"].values() for sp in a.get(sc, {})})
+        lines += [f"scoring: {SCORING_NAMES.get(sc, sc)}", f"{'arm':<16}" + "".join(f"{sp:>30}" for sp in splits)]
+        for arm, accs in s["accuracy"].items():
+            cells = []
+            for sp in splits:
+                a = accs.get(sc, {}).get(sp)
+                cells.append(f"{a['accuracy']:.3f} [{a['ci_low']:.3f},{a['ci_high']:.3f}] n={a['n']}" if a else "-")
+            lines.append(f"{arm:<16}" + "".join(f"{c:>30}" for c in cells))
+        for arm, per in s["paired"].items():
+            for sp, p in per.get(sc, {}).items():
+                lines.append(f"  {arm} - lora on {sp}: {p['diff']:+.3f} [{p['ci_low']:+.3f},{p['ci_high']:+.3f}] "
+                             f"McNemar p={p['mcnemar_p']:.3g} (only-prefix right {p['b_only']}, only-lora right {p['a_only']})")
     for k, t in s["throughput"].items():
         lines.append(f"{k}: {t['steps']} steps, {t['tokens']} tokens in {t['seconds']:.0f} s = "
                      f"{t['tokens_per_s']:.0f} tokens/s, last-10 loss {t['final_loss_mean10']:.3f}")
@@ -62,40 +70,47 @@ def format_table(results: dict) -> str:
 
 
 def plot_curves(results: dict, path: str | Path) -> Path:
-    """Training loss per stage and arm (left), accuracy per split and arm (right)."""
+    """Three panels: training loss per stage and arm, training-set accuracy during QA training
+    (the learning curve), final accuracy per split and arm with 95% CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
     for arm, r in results["arms"].items():
         offset = 0
         for stage in ("align", "qa"):
             curve = r.get("curves", {}).get(stage) or []
             if not curve:
                 continue
-            x = [offset + c["step"] for c in curve]
+            x = np.array([offset + c["step"] for c in curve])
             loss = np.array([c["loss"] for c in curve])
-            k = max(1, len(loss) // 20)
-            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-            ax1.plot(x[k - 1:], smooth, label=f"{arm} {stage}")
-            pts = [(offset + c["step"], c["train_acc"]) for c in curve if "train_acc" in c]
-            if pts:
-                ax2.plot(*zip(*pts), marker=".", label=f"{arm} train acc")
-            offset = x[-1]
-    ax1.set_xlabel("optimizer step")
-    ax1.set_ylabel("loss (answer tokens)")
+            k = max(1, len(loss) // 20)  # moving average: single batches are noisy
+            ax1.plot(x[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"{arm} {stage}")
+            if stage == "qa":
+                pts = [(0, r["train_acc_start"])] if r.get("train_acc_start") is not None else []
+                pts += [(c["step"], c["train_acc"]) for c in curve if "train_acc" in c]
+                if pts:
+                    ax2.plot(*zip(*pts), marker="o", label=arm)
+            offset = int(x[-1])
+    ax1.set(xlabel="optimizer step (align, then qa)", ylabel="loss on answer tokens", title="training loss")
     ax1.legend(fontsize=7)
-    accs = results.get("summary", {}).get("accuracy", {})
-    for i, (arm, per) in enumerate(accs.items()):
-        sps = sorted(per)
-        y = [per[s]["accuracy"] for s in sps]
-        err = [[per[s]["accuracy"] - per[s]["ci_low"] for s in sps], [per[s]["ci_high"] - per[s]["accuracy"] for s in sps]]
-        ax2.errorbar(np.arange(len(sps)) * 0 + 0, [], fmt="none") if not sps else None
-        ax2.errorbar([f"{s}" for s in sps], y, yerr=err, fmt="o", capsize=3, label=f"{arm} final")
-    ax2.set_ylabel("accuracy")
+    ax2.set(xlabel="qa step", ylabel="accuracy", title="training-question accuracy", ylim=(0, 1))
     ax2.legend(fontsize=7)
+    accs = {f"{arm} {sc}": per for arm, by_sc in results.get("summary", {}).get("accuracy", {}).items()
+            for sc, per in by_sc.items() if sc in ("letter", "option")}
+    splits = sorted({s for per in accs.values() for s in per})
+    width = 0.8 / max(1, len(accs))
+    for i, (arm, per) in enumerate(accs.items()):
+        xs = np.arange(len(splits)) + i * width
+        y = [per[s]["accuracy"] if s in per else np.nan for s in splits]
+        lo = [per[s]["accuracy"] - per[s]["ci_low"] if s in per else 0 for s in splits]
+        hi = [per[s]["ci_high"] - per[s]["accuracy"] if s in per else 0 for s in splits]
+        ax3.bar(xs, y, width, yerr=[lo, hi], capsize=3, label=arm)
+    ax3.set_xticks(np.arange(len(splits)) + width * (len(accs) - 1) / 2, splits)
+    ax3.set(ylabel="accuracy", title="final accuracy (letter / option scoring), 95% CI", ylim=(0, 1))
+    ax3.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ def test_finetune_two_arms_end_to_end(tmp_path, tiny):
 
     lm, tok = tiny
     before = {k: v.clone() for k, v in lm.state_dict().items()}
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, score_base_before_qa=True)
     res = finetune(cfg, lm=lm, tokenizer=tok, questions=_setup())
     # the caller's base model is left untouched (each arm trains its own copy)
     assert all(torch.equal(before[k], v) for k, v in lm.state_dict().items())
@@ -63,11 +63,13 @@ def test_finetune_two_arms_end_to_end(tmp_path, tiny):
     assert len(pre["curves"]["align"]) == 3 and len(pre["curves"]["qa"]) == 4
     assert "align" not in saved["arms"]["lora"]["curves"]
     assert [("train_acc" in c) for c in pre["curves"]["qa"]] == [False, True, False, True]
-    acc = saved["summary"]["accuracy"]["lora+prefix"]["test"]
+    assert set(pre["scores"]) == {"letter", "option", "option@pre_qa"}
+    acc = saved["summary"]["accuracy"]["lora+prefix"]["letter"]["test"]
     assert acc["n"] == 8 and 0 <= acc["accuracy"] <= 1
-    paired = saved["summary"]["paired"]["lora+prefix"]["test"]
-    diff = np.mean(pre["scores"]["test"]["correct"]) - np.mean(saved["arms"]["lora"]["scores"]["test"]["correct"])
-    assert paired["diff"] == pytest.approx(diff)
+    for sc in ("letter", "option"):
+        paired = saved["summary"]["paired"]["lora+prefix"][sc]["test"]
+        diff = np.mean(pre["scores"][sc]["test"]["correct"]) - np.mean(saved["arms"]["lora"]["scores"][sc]["test"]["correct"])
+        assert paired["diff"] == pytest.approx(diff)
     # the alignment codes avoid every test question's codes and options
     excluded = {c for q in _setup()[2]["test"] for c in q.codes + q.meta["option_codes"]}
     assert saved["n_align"] > 0
@@ -75,7 +77,7 @@ def test_finetune_two_arms_end_to_end(tmp_path, tiny):
     loaded = PrefixLM.from_pretrained(run / "lora_prefix", lm=tiny_llama(vocab_size=256, hidden_size=H, num_layers=2),
                                       tokenizer=tok, vector_source=RandomVectors(4, 64, seed=cfg.seed))
     r = score_multiple_choice(loaded, tok, _setup()[2]["test"], input_builder=loaded.input_builder(), progress=False)
-    assert r.pred.tolist() == pre["scores"]["test"]["pred"]
+    assert r.pred.tolist() == pre["scores"]["letter"]["test"]["pred"]
     assert excluded  # (used above) the test set has codes
 
 
@@ -97,7 +99,7 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny):
     restored part of the curve is the saved one, the recomputed steps match the straight run."""
     lm, tok = tiny
     data = _setup()
-    cfg = _cfg(tmp_path, arms=("lora",), checkpoint_every=2, eval_every=0)
+    cfg = _cfg(tmp_path, arms=("lora",), checkpoint_every=2, eval_every=0, scorings=("letter",))
     straight = finetune(cfg, lm=lm, tokenizer=tok, questions=data)
     assert (tmp_path / "run" / "lora" / "checkpoints" / "qa-step-2" / "progress.json").exists()
     resumed = finetune(cfg, lm=lm, tokenizer=tok, questions=data)
@@ -105,7 +107,8 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny):
     assert len(b) == 4
     assert [c["elapsed_s"] for c in b[:2]] == [c["elapsed_s"] for c in a[:2]]  # restored, not rerun
     assert np.allclose([c["loss"] for c in a], [c["loss"] for c in b], atol=1e-5)
-    assert resumed["arms"]["lora"]["scores"]["test"]["pred"] == straight["arms"]["lora"]["scores"]["test"]["pred"]
+    assert resumed["arms"]["lora"]["scores"]["letter"]["test"]["pred"] == \
+        straight["arms"]["lora"]["scores"]["letter"]["test"]["pred"]
     fresh = finetune(FinetuneConfig.from_dict({**cfg.to_dict(), "resume": False}), lm=lm, tokenizer=tok, questions=data)
     assert fresh["arms"]["lora"]["curves"]["qa"][0]["elapsed_s"] != a[0]["elapsed_s"]
 
