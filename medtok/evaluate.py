@@ -177,3 +177,47 @@ def evaluate_checkpoint(ckpt: str | Path, vocab_dir: str | Path | None = None, o
     if out_json:
         Path(out_json).write_text(json.dumps(res, indent=1))
     return res
+
+
+ABLATIONS = {
+    "medtok": {},
+    "text_only": {"modalities": "text"},
+    "graph_only": {"modalities": "graph"},
+}
+
+
+def run_ablations(tcfg, mcfg, out_root: str | Path, codebook_sizes=(3000,), variants: dict | None = None,
+                  n_pairs: int = 20000, progress: bool = True, vocab=None, graph=None, text_embeddings=None) -> dict:
+    """Train and evaluate each variant with the same budget (steps, batch) as `tcfg`:
+    the full model, text-only and graph-only (paper Fig. 4), and other codebook sizes (Fig. 5A)."""
+    from dataclasses import replace
+
+    from medtok.train import load_vocabulary, train
+    from medtok.tokenizer import MedTokTokenizer
+
+    if vocab is None:
+        vocab, graph = load_vocabulary(tcfg.vocab_dir, tcfg.systems)
+    variants = dict(variants if variants is not None else ABLATIONS)
+    for n in codebook_sizes:
+        variants[f"N={n}"] = {"codebook_size": int(n)}
+    results = {}
+    for name, change in variants.items():
+        out = Path(out_root) / name.replace("=", "")
+        if not (out / "model.safetensors").exists():
+            train(replace(tcfg, out_dir=str(out)), replace(mcfg, **change), vocab=vocab, graph=graph,
+                  text_embeddings=text_embeddings, progress=progress)
+        tok = MedTokTokenizer(*_tok_parts(out, vocab, graph, text_embeddings), heldout_fraction=tcfg.heldout_fraction)
+        r = evaluate(tok, n_pairs=n_pairs, progress=progress)
+        log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        r["train"] = {"first_total": log[0]["total"], "last_total": log[-1]["total"], "steps": len(log),
+                      "seconds": log[-1]["elapsed_s"]}
+        results[name] = r
+    return results
+
+
+def _tok_parts(ckpt, vocab, graph, text_embeddings):
+    from medtok.model.medtok import MedTokModel
+    from medtok.train import node_features
+
+    model = MedTokModel.from_pretrained(ckpt)
+    return model, vocab, graph, node_features(vocab, graph, model.config, text_embeddings, progress=False)

@@ -76,6 +76,7 @@ class MedTokTokenizer:
         self.heldout_fraction = heldout_fraction  # of the training run; for the unseen-code evaluation
         self.vocab, self.graph, self.x = vocab, graph, node_features
         self.vocab_dir = vocab_dir
+        self.systems: list[str] | None = None  # code systems the checkpoint was trained on (None = all)
         self._table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         desc = vocab.codes["description"].fillna("").astype(str).str.strip().to_numpy()
         self._no_text = desc == ""
@@ -87,10 +88,8 @@ class MedTokTokenizer:
     @classmethod
     def from_pretrained(cls, ckpt_dir: str | Path, vocab_dir: str | Path | None = None, vocab=None, graph=None,
                         text_embeddings: np.ndarray | None = None, progress: bool = True) -> "MedTokTokenizer":
-        from medtok.codes.vocabulary import Vocabulary
-        from medtok.graph.graph import CodeGraph
         from medtok.paths import default_vocab_dir
-        from medtok.train import node_features
+        from medtok.train import load_vocabulary, node_features
 
         ckpt_dir = Path(ckpt_dir)
         model = MedTokModel.from_pretrained(ckpt_dir)
@@ -100,15 +99,18 @@ class MedTokTokenizer:
                 rec.update(json.loads((ckpt_dir / name).read_text()))
         if vocab is None:
             vocab_dir = vocab_dir or rec.get("vocab_dir") or default_vocab_dir()
-            vocab, graph = Vocabulary.load(vocab_dir), CodeGraph.load(vocab_dir)
+            vocab, graph = load_vocabulary(vocab_dir, rec.get("systems"))
         x = node_features(vocab, graph, model.config, text_embeddings, progress=progress)
-        return cls(model, vocab, graph, x, str(vocab_dir) if vocab_dir else None,
-                   float(rec.get("heldout_fraction", 0.05)))
+        tok = cls(model, vocab, graph, x, str(vocab_dir) if vocab_dir else None,
+                  float(rec.get("heldout_fraction", 0.05)))
+        tok.systems = rec.get("systems")
+        return tok
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         self.model.save_pretrained(directory)
-        (directory / TOKENIZER_CONFIG).write_text(json.dumps({"vocab_dir": self.vocab_dir, "heldout_fraction": self.heldout_fraction}, indent=1))
+        (directory / TOKENIZER_CONFIG).write_text(json.dumps({"vocab_dir": self.vocab_dir, "heldout_fraction": self.heldout_fraction,
+                                                          "systems": self.systems}, indent=1))
 
     # ---- properties ---------------------------------------------------------------------
     @property
@@ -140,7 +142,7 @@ class MedTokTokenizer:
         keys = torch.from_numpy(neighbor_table(e[0], e[1], len(self.vocab), c.max_neighbors))
         return ei, keys
 
-    def token_table(self, batch_size: int = 8192, progress: bool = False):
+    def token_table(self, batch_size: int = 4096, progress: bool = False):
         """(ids, weights, vectors) of every vocabulary row; computed once (one full-graph GNN pass)."""
         if self._table is None:
             if (self._no_text & self._no_graph).any():
@@ -170,7 +172,7 @@ class MedTokTokenizer:
         rows = np.array([self.vocab.index_of(c) for c in codes], dtype=np.int64)
         return self.encode_rows(rows)
 
-    def encode_all(self, batch_size: int = 8192, progress: bool = True) -> MedTokEncoding:
+    def encode_all(self, batch_size: int = 4096, progress: bool = True) -> MedTokEncoding:
         self.token_table(batch_size=batch_size, progress=progress)
         return self.encode_rows(np.arange(len(self.vocab)))
 
@@ -179,7 +181,7 @@ class MedTokTokenizer:
         enc = self.encode_all(progress=False) if codes is None else self.encode(codes)
         return enc.save(path)
 
-    def benchmark_encode_all(self, batch_size: int = 8192) -> dict:
+    def benchmark_encode_all(self, batch_size: int = 4096) -> dict:
         """Whole-vocabulary tokenization speed from the (already computed) node features."""
         self._table = None
         t0 = time.perf_counter()

@@ -39,6 +39,7 @@ STATE_NAME = "training_state.pt"
 @dataclass
 class TrainConfig:
     vocab_dir: str | None = None        # None = medtok.paths.default_vocab_dir()
+    systems: list | None = None         # train/tokenize only these code systems (None = all)
     out_dir: str = "runs/medtok"
     steps: int = 300
     batch_size: int = 256
@@ -77,6 +78,35 @@ class TrainConfig:
 
 
 # ---- data -----------------------------------------------------------------------------
+def subset_vocabulary(vocab, graph, systems: list[str] | None):
+    """The vocabulary and graph restricted to `systems` (edges to other systems dropped)."""
+    if not systems:
+        return vocab, graph
+    from medtok.codes.vocabulary import Vocabulary
+    from medtok.graph.graph import CodeGraph
+
+    keep = vocab.codes["system"].isin(systems).to_numpy()
+    if not keep.any():
+        raise ValueError(f"no codes of systems {systems}; the vocabulary has {vocab.systems}")
+    new = np.full(len(vocab), -1, dtype=np.int64)
+    new[keep] = np.arange(keep.sum())
+    codes = vocab.codes[keep].reset_index(drop=True).copy()
+    kept_ids = set(codes["code_id"])
+    codes["parents"] = [[p for p in ps if p in kept_ids] for ps in codes["parents"]]
+    e = keep[graph.src] & keep[graph.dst]
+    g = CodeGraph(int(keep.sum()), new[graph.src[e]], new[graph.dst[e]], graph.etype[e], graph.edge_type_names)
+    return Vocabulary(codes), g
+
+
+def load_vocabulary(vocab_dir=None, systems=None):
+    from medtok.codes.vocabulary import Vocabulary
+    from medtok.graph.graph import CodeGraph
+    from medtok.paths import default_vocab_dir
+
+    vdir = Path(vocab_dir) if vocab_dir else default_vocab_dir()
+    return subset_vocabulary(Vocabulary.load(vdir), CodeGraph.load(vdir), systems)
+
+
 def heldout_mask(code_ids, kinds, fraction: float) -> np.ndarray:
     """Deterministic held-out set: assignable codes whose sha1(code_id) falls below `fraction`."""
     out = np.zeros(len(code_ids), dtype=bool)
@@ -118,13 +148,14 @@ class MedTokTrainingModule(nn.Module):
         m, c, t = self.model, self.model.config, self.tcfg
         states = m.graph_encoder(x, edge_index)
         emb = m.embed(x, states, centers, keys)
-        q = m.quantize(emb)
+        # full distance matrices only where the KL term needs them (the shared region)
+        q = {g: m.quantizer(emb[g], GROUP_REGION[g], with_distances=GROUP_REGION[g] == "shared") for g in GROUPS}
         # augmented views of the modality-specific inputs
         states_aug = m.graph_encoder(x * node_keep[:, None], edge_index_aug)
         h_t = x[centers]
         h_t_aug = nn.functional.dropout(h_t, t.text_aug_dropout) + t.text_aug_noise * torch.randn_like(h_t)
-        q_ts_aug = m.quantizer(m.text_specific(h_t_aug), "text")
-        q_gs_aug = m.quantizer(m.graph_specific(states_aug[centers]), "graph")
+        q_ts_aug = m.quantizer(m.text_specific(h_t_aug), "text", with_distances=False)
+        q_gs_aug = m.quantizer(m.graph_specific(states_aug[centers]), "graph", with_distances=False)
 
         L_C = sum(q[g].loss for g in GROUPS)
         L_KL = distance_kl(q["shared_text"].distances, q["shared_graph"].distances, c.temperature)
@@ -166,17 +197,12 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
     """Train MedTok and write the final checkpoint to `tcfg.out_dir`; returns that path."""
     from accelerate import Accelerator
 
-    from medtok.codes.vocabulary import Vocabulary
-    from medtok.graph.graph import CodeGraph
-    from medtok.paths import default_vocab_dir
-
     if resume_from is not None:
         mcfg = MedTokConfig.load(Path(resume_from) / "config.json")
     mcfg = mcfg or MedTokConfig()
     acc = Accelerator(cpu=not torch.cuda.is_available())
     if vocab is None:
-        vdir = Path(tcfg.vocab_dir) if tcfg.vocab_dir else default_vocab_dir()
-        vocab, graph = Vocabulary.load(vdir), CodeGraph.load(vdir)
+        vocab, graph = load_vocabulary(tcfg.vocab_dir, tcfg.systems)
     x = node_features(vocab, graph, mcfg, text_embeddings, progress=progress and acc.is_main_process)
     held = heldout_mask(vocab.codes["code_id"], vocab.codes["kind"], tcfg.heldout_fraction)
     train_rows = np.flatnonzero(~held)

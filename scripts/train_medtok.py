@@ -25,7 +25,7 @@ def main(argv=None):
     ap.add_argument("--paper", action="store_true", help="paper settings: " + str(PAPER))
     ap.add_argument("--no-progress", action="store_true")
     for f in fields(TrainConfig):
-        if f.name not in ("vocab_dir", "out_dir"):
+        if f.name not in ("vocab_dir", "out_dir", "systems"):
             ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f"t_{f.name}", type=type(f.default), default=None)
     for f in fields(MedTokConfig):
         if f.name in ("extra", "region_fractions"):
@@ -33,7 +33,14 @@ def main(argv=None):
         typ = str if f.name == "text_encoder" else (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
         ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f"m_{f.name}", type=typ, default=None)
     ap.add_argument("--region-fractions", type=float, nargs=3, default=None)
+    ap.add_argument("--systems", nargs="+", default=None, help="restrict to these code systems, e.g. ICD10CM ICD9CM")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads; 1 is much faster on a machine shared with other jobs")
     a = ap.parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     base = dict(PAPER) if a.paper else {}
     tkw = {f.name: base.get(f.name) for f in fields(TrainConfig) if base.get(f.name) is not None}
     mkw = {f.name: base.get(f.name) for f in fields(MedTokConfig) if base.get(f.name) is not None}
@@ -41,7 +48,7 @@ def main(argv=None):
     mkw.update({k[2:]: v for k, v in vars(a).items() if k.startswith("m_") and v is not None})
     if a.region_fractions:
         mkw["region_fractions"] = tuple(a.region_fractions)
-    tcfg = TrainConfig(vocab_dir=a.vocab_dir, out_dir=a.out_dir, **tkw)
+    tcfg = TrainConfig(vocab_dir=a.vocab_dir, out_dir=a.out_dir, systems=a.systems, **tkw)
     mcfg = None if a.resume else MedTokConfig(**mkw)
     out = train(tcfg, mcfg, resume_from=a.resume, progress=not a.no_progress)
     print(f"checkpoint: {out}")

@@ -61,3 +61,33 @@ def test_text_embedder_matches_sentence_transformers_and_caches(tmp_path):
     assert np.array_equal(a, b) and a.dtype == np.float32
     cached_text_embeddings(texts[:2], cache_root=tmp_path, embedder=emb, progress=False)
     assert len(list(tmp_path.glob("*.npy"))) == 2  # different texts -> different key
+
+
+class _FakeEmbedder:
+    """Deterministic stand-in for TextEmbedder: counts how many texts it embeds."""
+    dim = 3
+
+    def __init__(self):
+        self.calls = 0
+
+    def identity(self):
+        return "fake"
+
+    def embed(self, texts, progress=False):
+        self.calls += len(texts)
+        return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_embedding_store_resumes_and_shares_work(tmp_path):
+    from medtok.model.text_encoder import TextEmbeddingStore, cached_text_embeddings
+
+    fake = _FakeEmbedder()
+    store = TextEmbeddingStore(fake, tmp_path)
+    store.fill(["aa", "b", "aa"], chunk=1, progress=False)
+    assert fake.calls == 2 and len(list(store.dir.glob("part-*.npz"))) == 2
+    # a new store (e.g. after an interrupted run) only embeds what is missing
+    store2 = TextEmbeddingStore(fake, tmp_path)
+    assert store2.missing(["aa", "ccc", "b"]) == ["ccc"]
+    out = cached_text_embeddings(["ccc", "aa", "b"], cache_root=tmp_path, embedder=fake, progress=False)
+    assert fake.calls == 3
+    assert np.array_equal(out, np.array([[3, 0, 1], [2, 2, 1], [1, 0, 1]], dtype=np.float32))

@@ -132,3 +132,17 @@ def test_config_validation_and_regions():
         MedTokConfig(codebook_size=6, top_k=4)
     with pytest.raises(ValueError):
         MedTokConfig(region_fractions=(0.5, 0.5, 0.5))
+
+
+def test_fast_candidate_search_matches_exact_topk():
+    torch.manual_seed(3)
+    vq = RegionQuantizer(3000, 16, {"text": (0, 1000), "graph": (1000, 2000), "shared": (2000, 3000)}, top_k=4)
+    x = torch.randn(2000, 16)
+    exact = vq(x, "graph")
+    fast = vq(x, "graph", with_distances=False, fast=True)
+    same = (exact.indices == fast.indices).all(-1).float().mean().item()
+    assert same > 0.99
+    assert torch.allclose(exact.quantized[(exact.indices == fast.indices).all(-1)],
+                          fast.quantized[(exact.indices == fast.indices).all(-1)], atol=1e-5)
+    nodist = vq(x, "graph", with_distances=False)
+    assert torch.equal(nodist.indices, exact.indices) and nodist.distances is None

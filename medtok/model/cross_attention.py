@@ -23,12 +23,17 @@ class CrossAttentionBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """query [B, d], keys [B, L, d], mask [B, L] (True = real key) -> [B, d]."""
-        b, l, d = keys.shape
-        h = self.heads
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+        """query [B, d], keys [B, L, d], mask [B, L] (True = real key) -> [B, d].
+
+        kv [B, L, 2d] = self.kv(keys) may be passed instead of keys when it was computed
+        once per node and gathered (whole-graph tokenization).
+        """
+        kv = self.kv(keys) if kv is None else kv
+        b, l, d2 = kv.shape
+        d, h = d2 // 2, self.heads
         q = self.q(query).view(b, h, 1, d // h)
-        k, v = self.kv(keys).view(b, l, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        k, v = kv.view(b, l, 2, h, d // h).permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         attn = self.out(attn.reshape(b, d))
         return self.norm(query + self.dropout(attn))
@@ -42,5 +47,7 @@ class CrossModalAttention(nn.Module):
         self.text_to_graph = CrossAttentionBlock(dim, heads, dropout)
         self.graph_to_text = CrossAttentionBlock(dim, heads, dropout)
 
-    def forward(self, q_text, q_graph, graph_keys, text_keys, mask):
-        return self.text_to_graph(q_text, graph_keys, mask), self.graph_to_text(q_graph, text_keys, mask)
+    def forward(self, q_text, q_graph, graph_kv, text_kv, mask):
+        """graph_kv / text_kv [B, L, 2d]: `node_kv` of each code's key nodes."""
+        return (self.text_to_graph(q_text, None, mask, kv=graph_kv),
+                self.graph_to_text(q_graph, None, mask, kv=text_kv))

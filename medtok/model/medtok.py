@@ -39,30 +39,37 @@ class MedTokModel(nn.Module):
         self.quantizer = RegionQuantizer(c.codebook_size, d, c.regions(), c.top_k, c.temperature, c.alpha, c.l2_norm)
 
     # ---- embeddings -------------------------------------------------------------
+    def node_kv(self, x: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-node attention keys/values [n, 2d] of the graph and text sides (computed once per node)."""
+        return (self.cross.text_to_graph.kv(self.graph_keys(states)),
+                self.cross.graph_to_text.kv(self.text_keys(x)))
+
     def embed(self, x: torch.Tensor, states: torch.Tensor, centers: torch.Tensor, keys: torch.Tensor,
-              text_input: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              text_input: torch.Tensor | None = None, kv=None) -> dict[str, torch.Tensor]:
         """Pre-quantization embeddings of the codes at rows `centers` of the node set.
 
         x [n, text_dim] node text features, states [n, hidden] GNN outputs, centers [B],
         keys [B, L] node rows of each code's attention key set (-1 = padding; column 0 is
-        the code itself), text_input [B, text_dim] overrides h_t (augmented view).
+        the code itself), text_input [B, text_dim] overrides h_t (augmented view), kv = `node_kv`
+        when already computed.
         """
         h_t = x[centers] if text_input is None else text_input
         h_g = states[centers]
         mask = keys >= 0
         k = keys.clamp_min(0)
-        e_tc, e_gc = self.cross(self.text_query(h_t), self.graph_query(h_g),
-                                self.graph_keys(states[k]), self.text_keys(x[k]), mask)
+        kv_g, kv_t = self.node_kv(x, states) if kv is None else kv
+        e_tc, e_gc = self.cross(self.text_query(h_t), self.graph_query(h_g), kv_g[k], kv_t[k], mask)
         return {"text_specific": self.text_specific(h_t), "graph_specific": self.graph_specific(h_g),
                 "shared_text": e_tc, "shared_graph": e_gc}
 
-    def quantize(self, emb: dict[str, torch.Tensor]) -> dict:
-        return {g: self.quantizer(emb[g], GROUP_REGION[g]) for g in GROUPS}
+    def quantize(self, emb: dict[str, torch.Tensor], with_distances: bool = True, fast: bool = False) -> dict:
+        return {g: self.quantizer(emb[g], GROUP_REGION[g], with_distances, fast) for g in GROUPS}
 
     # ---- whole-graph tokenization --------------------------------------------------
     @torch.no_grad()
     def tokenize_graph(self, x: torch.Tensor, edge_index: torch.Tensor, key_table: torch.Tensor,
-                       rows: torch.Tensor | None = None, batch_size: int = 8192, progress: bool = True):
+                       rows: torch.Tensor | None = None, batch_size: int = 4096, progress: bool = True,
+                       fast: bool = True):
         """Tokens of every node (or `rows`) from one full-graph GNN pass.
 
         x [V, text_dim], edge_index [2, E] both directions, key_table [V, L] (see
@@ -71,6 +78,7 @@ class MedTokModel(nn.Module):
         was_training = self.training
         self.eval()
         states = self.graph_encoder(x, edge_index)
+        kv = self.node_kv(x, states)
         rows = torch.arange(len(x)) if rows is None else rows
         K, d = self.config.top_k, self.config.embed_dim
         ids = torch.empty(len(rows), 4, K, dtype=torch.long)
@@ -78,7 +86,7 @@ class MedTokModel(nn.Module):
         vectors = torch.empty(len(rows), 4, d)
         for start in tqdm(range(0, len(rows), batch_size), desc="tokenize", disable=not progress):
             r = rows[start:start + batch_size]
-            out = self.quantize(self.embed(x, states, r, key_table[r]))
+            out = self.quantize(self.embed(x, states, r, key_table[r], kv=kv), with_distances=False, fast=fast)
             for j, g in enumerate(GROUPS):
                 ids[start:start + len(r), j] = out[g].indices
                 weights[start:start + len(r), j] = out[g].weights

@@ -5,8 +5,8 @@ Faster than a plain `SentenceTransformer.encode` over the same texts because it
   * sorts by *token* length (not characters) so batches carry almost no padding,
   * runs under bf16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX); the
     embeddings keep cosine > 0.99 to fp32 (checked by `benchmark_text_embedder`).
-Embeddings are cached as float16 `.npy` under `cache_dir()/text_emb/`, keyed by a hash
-of the encoder identity and the exact text list.
+Embeddings are cached as float16 under `cache_dir()/text_emb/`: a resumable per-text store
+(keyed by encoder identity + text hash) and a per-list `.npy` keyed by the exact text list.
 """
 
 from __future__ import annotations
@@ -89,9 +89,73 @@ class TextEmbedder:
         return out[inverse]
 
 
+def _text_key(text: str) -> bytes:
+    return hashlib.sha1(text.encode()).digest()[:12]
+
+
+class TextEmbeddingStore:
+    """Content-addressed on-disk store of one encoder's text embeddings (float16).
+
+    `root/<encoder hash>/part-*.npz` files each hold (12-byte text hashes, embeddings);
+    parts are written as embedding proceeds, so an interrupted run resumes where it
+    stopped and runs over different text lists share the work.
+    """
+
+    def __init__(self, embedder: TextEmbedder, root: str | Path | None = None):
+        self.embedder = embedder
+        base = Path(root) if root else cache_dir() / "text_emb"
+        self.dir = base / hashlib.sha256(embedder.identity().encode()).hexdigest()[:24]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._index: dict[bytes, tuple[int, int]] = {}
+        self._parts: list[np.ndarray] = []
+        for f in sorted(self.dir.glob("part-*.npz")):
+            self._add_part(np.load(f))
+
+    def _add_part(self, z) -> None:
+        j = len(self._parts)
+        self._parts.append(z["emb"])
+        for i, k in enumerate(z["keys"]):
+            self._index[bytes(k)] = (j, i)
+
+    def missing(self, texts: list[str]) -> list[str]:
+        seen, out = set(), []
+        for t in texts:
+            k = _text_key(t)
+            if k not in self._index and k not in seen:
+                seen.add(k)
+                out.append(t)
+        return out
+
+    def fill(self, texts: list[str], chunk: int = 4096, progress: bool = True) -> None:
+        todo = self.missing(texts)
+        bar = tqdm(total=len(todo), desc="text embeddings", unit="text", disable=not progress or not todo)
+        for s in range(0, len(todo), chunk):
+            part = todo[s:s + chunk]
+            emb = self.embedder.embed(part, progress=False).astype(np.float16)
+            keys = np.frombuffer(b"".join(_text_key(t) for t in part), dtype=np.uint8).reshape(len(part), 12)
+            path = self.dir / f"part-{len(self._parts):05d}-{time.time_ns()}.npz"
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, keys=keys, emb=emb)
+            tmp.replace(path)
+            self._add_part({"keys": keys, "emb": emb})
+            bar.update(len(part))
+        bar.close()
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.embedder.dim), dtype=np.float32)
+        for r, t in enumerate(texts):
+            j, i = self._index[_text_key(t)]
+            out[r] = self._parts[j][i]
+        return out
+
+
 def cached_text_embeddings(texts: list[str], model_path: str | None = None, cache_root: str | Path | None = None,
                            embedder: TextEmbedder | None = None, progress: bool = True) -> np.ndarray:
-    """Embeddings of `texts` (float32 [n, dim]); computed once, then read from the cache."""
+    """Embeddings of `texts` (float32 [n, dim], float16-exact); computed once, then read from the cache.
+
+    Every caller gets exactly the stored (float16) values, so training and tokenizing see
+    identical features. A full-list `.npy` beside the store makes repeated loads fast.
+    """
     embedder = embedder or TextEmbedder(model_path)
     h = hashlib.sha256(embedder.identity().encode())
     for t in texts:
@@ -104,12 +168,13 @@ def cached_text_embeddings(texts: list[str], model_path: str | None = None, cach
         arr = np.load(path)
         if arr.shape == (len(texts), embedder.dim):
             return arr.astype(np.float32)
-    emb = embedder.embed(texts, progress=progress).astype(np.float16)
+    store = TextEmbeddingStore(embedder, root)
+    store.fill(texts, progress=progress)
+    emb = store.get(texts)
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb)
+    np.save(tmp, emb.astype(np.float16))
     tmp.replace(path)
-    # return exactly what later runs will read back, so training and tokenizing see the same features
-    return emb.astype(np.float32)
+    return emb
 
 
 def benchmark_text_embedder(texts: list[str], model_path: str | None = None, batch_size: int = 128) -> dict:
