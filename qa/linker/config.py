@@ -8,8 +8,8 @@ from pathlib import Path
 
 # fields that change the built KB / index (and therefore its cache key); the others
 # only change how mentions are found and scored and may differ between runs
-BUILD_FIELDS = ("systems", "include_groups", "derived_aliases", "abbreviations", "extra_alias_files",
-                "hnsw_m", "ef_construction")
+BUILD_FIELDS = ("systems", "include_groups", "exclude_prefixes", "derived_aliases", "abbreviations",
+                "extra_alias_files", "hnsw_m", "ef_construction")
 
 
 @dataclass
@@ -18,11 +18,17 @@ class LinkerConfig:
 
     systems               code systems linked to (KB built over these only); default diagnoses
     include_groups        also link to grouping rows (3-character ICD categories); ranges never
+    exclude_prefixes      code_id prefixes left out of the KB; default the ICD-10-CM external-cause
+                          chapter (V00-Y99), whose titles ("Activity, unspecified", "Contact with
+                          ...") turn everyday words into false links
     derived_aliases       add shortened names ("Pneumonia, unspecified organism" -> "pneumonia")
     abbreviations         add the curated abbreviation table (qa/linker/abbreviations.py)
     extra_alias_files     scispacy-format KB files (.json/.jsonl of Entity records, local paths)
                           whose concept_id is a code_id, e.g. ICD-10-CM synonyms from a local UMLS
-    hnsw_m, ef_construction, ef_search, index_threads   nmslib HNSW parameters
+    hnsw_m, ef_construction, index_threads   nmslib HNSW build parameters
+    ef_search             HNSW efSearch when linking a mention (higher = closer to exact search)
+    ef_search_windows     efSearch for the many candidate windows of the fuzzy mention path
+    category_vote         weight of the neighbours' agreement on a 3-character category in the score
     spelling_correction   correct unknown words to the nearest KB word (edit distance 1, 2 for long)
     max_pattern_tokens    aliases longer than this are not exact-match patterns (still in the index)
     fuzzy_mentions        look for mentions in the text that no alias matched exactly
@@ -36,13 +42,16 @@ class LinkerConfig:
 
     systems: tuple[str, ...] = ("ICD10CM",)
     include_groups: bool = True
+    exclude_prefixes: tuple[str, ...] = ("ICD10CM:V", "ICD10CM:W", "ICD10CM:X", "ICD10CM:Y")
     derived_aliases: bool = True
     abbreviations: bool = True
     extra_alias_files: tuple[str, ...] = ()
-    hnsw_m: int = 16
-    ef_construction: int = 100
-    ef_search: int = 100
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 400
+    ef_search_windows: int = 50
     index_threads: int = 2
+    category_vote: float = 0.2
     spelling_correction: bool = True
     max_pattern_tokens: int = 8
     fuzzy_mentions: bool = True
@@ -56,12 +65,15 @@ class LinkerConfig:
     def __post_init__(self):
         self.systems = tuple(self.systems)
         self.extra_alias_files = tuple(str(p) for p in self.extra_alias_files)
+        self.exclude_prefixes = tuple(self.exclude_prefixes)
         if not self.systems:
             raise ValueError("systems must name at least one code system")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "index_threads", "max_pattern_tokens",
+        for name in ("hnsw_m", "ef_construction", "ef_search", "ef_search_windows", "index_threads", "max_pattern_tokens",
                      "max_window", "min_fuzzy_token_len", "k", "max_entities_per_mention"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.category_vote < 0:
+            raise ValueError(f"category_vote must be >= 0, got {self.category_vote}")
         for name in ("fuzzy_threshold", "threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")

