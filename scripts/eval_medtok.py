@@ -23,6 +23,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--codebook-sizes", type=int, nargs="+", default=[3000])
     ap.add_argument("--systems", nargs="+", default=None)
+    ap.add_argument("--export", default=None, metavar="PATH",
+                    help="write token ids/weights/vectors of --codes (default: all codes) of the first checkpoint "
+                         "to PATH (.parquet or .npz) and exit")
+    ap.add_argument("--codes", nargs="+", default=None)
     ap.add_argument("--vocab", default=None)
     ap.add_argument("--out", default=None, help="JSON path (default <first ckpt>/eval.json)")
     ap.add_argument("--pairs", type=int, default=20000)
@@ -54,6 +58,10 @@ def main(argv=None):
         return
     if not a.checkpoints:
         ap.error("give checkpoints or --ablations OUT_ROOT")
+    if a.export:
+        tok = MedTokTokenizer.from_pretrained(a.checkpoints[0], a.vocab)
+        print(f"wrote {tok.export(a.codes, a.export)}")
+        return
     results = {}
     for ck in a.checkpoints:
         tok = MedTokTokenizer.from_pretrained(ck, a.vocab)

@@ -42,7 +42,16 @@ def main(argv=None):
 
         torch.set_num_threads(a.threads)
     base = dict(PAPER) if a.paper else {}
-    tkw = {f.name: base.get(f.name) for f in fields(TrainConfig) if base.get(f.name) is not None}
+    if a.resume:  # continue with the interrupted run's settings unless overridden here
+        import json
+        from pathlib import Path
+
+        base = json.loads((Path(a.resume) / "train_config.json").read_text())
+        base.pop("out_dir", None)
+        a.vocab_dir = a.vocab_dir or base.pop("vocab_dir", None)
+        a.systems = a.systems or base.pop("systems", None)
+    tkw = {f.name: base.get(f.name) for f in fields(TrainConfig)
+           if base.get(f.name) is not None and f.name not in ("vocab_dir", "out_dir", "systems")}
     mkw = {f.name: base.get(f.name) for f in fields(MedTokConfig) if base.get(f.name) is not None}
     tkw.update({k[2:]: v for k, v in vars(a).items() if k.startswith("t_") and v is not None})
     mkw.update({k[2:]: v for k, v in vars(a).items() if k.startswith("m_") and v is not None})

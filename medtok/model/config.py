@@ -25,7 +25,7 @@ class MedTokConfig:
     graph_encoder: str = "sage"          # gcn | gat | sage (torch-geometric)
     gnn_hidden: int = 128
     num_hops: int = 2                    # GNN layers = subgraph hops
-    max_neighbors: int = 16              # neighbour cap per expanded node (training subgraphs, attention keys)
+    max_neighbors: int = 8               # neighbour cap per expanded node (training subgraphs, attention keys)
     embed_dim: int = 64                  # d
     codebook_size: int = 12000           # N, split into regions below
     region_fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # text-specific, graph-specific, shared
