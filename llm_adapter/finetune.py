@@ -80,7 +80,7 @@ def train_stage(model: PrefixLM, examples: list[tuple], stage, *, accelerator, l
             idx = order[base + accelerator.process_index * stage.batch_size:
                         base + (accelerator.process_index + 1) * stage.batch_size]
             codes, prompts, answers = zip(*[examples[i] for i in idx])
-            with accelerator.accumulate(wrapped):
+            with accelerator.accumulate(wrapped), _autocast(model):
                 loss = wrapped(code_lists=list(codes), prompt_ids=list(prompts), answer_ids=list(answers))
                 accelerator.backward(loss / 1.0)
                 opt.step()
@@ -106,16 +106,22 @@ def train_stage(model: PrefixLM, examples: list[tuple], stage, *, accelerator, l
     return curve
 
 
+def _autocast(model):
+    enabled = getattr(model, "bf16_autocast", False)
+    return torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def score(model: PrefixLM, tokenizer, questions, batch_size: int, progress: bool, scoring: str = "letter"):
     """The QA harness (letter log-likelihood), or option likelihood (llm_adapter.option_scoring)."""
-    if scoring == "option":
-        from llm_adapter.option_scoring import score_by_option_likelihood
+    with _autocast(model):
+        if scoring == "option":
+            from llm_adapter.option_scoring import score_by_option_likelihood
 
-        return score_by_option_likelihood(model, tokenizer, questions, batch_size=2 * batch_size, progress=progress)
-    from qa.scoring import score_multiple_choice
+            return score_by_option_likelihood(model, tokenizer, questions, batch_size=2 * batch_size, progress=progress)
+        from qa.scoring import score_multiple_choice
 
-    return score_multiple_choice(model, tokenizer, questions, batch_size=batch_size,
-                                 input_builder=model.input_builder(), progress=progress)
+        return score_multiple_choice(model, tokenizer, questions, batch_size=batch_size,
+                                     input_builder=model.input_builder(), progress=progress)
 
 
 def _record(r) -> dict:
@@ -135,6 +141,7 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
         acfg.vector_source = "none"
     lm = copy.deepcopy(base_lm)  # every arm starts from the same weights
     model = PrefixLM.build(acfg, lm=lm, tokenizer=tokenizer, vector_source=vectors if prefix else None, seed=cfg.seed)
+    model.bf16_autocast = cfg.bf16_autocast
     res = {"arm": arm, "adapter": acfg.to_dict(), "curves": {}}
     train_probe = data["train_probe"]
 
@@ -202,6 +209,8 @@ def finetune(cfg: FinetuneConfig, *, lm=None, tokenizer=None, questions=None) ->
     from accelerate.utils import DistributedDataParallelKwargs
 
     t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     out = Path(cfg.output_dir)

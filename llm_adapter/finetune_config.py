@@ -67,6 +67,8 @@ class FinetuneConfig:
     scorings: tuple = ("letter", "option")  # letter = the QA harness; option = option likelihood
     score_base_before_qa: bool = False     # also option-score the no-prefix arm before QA training (costs a pass)
     progress: bool = True
+    threads: int | None = None             # torch intra-op threads (None = torch default); 1 is ~2x faster on a busy shared CPU
+    bf16_autocast: bool = False            # bf16 matmuls on CPU (measured 1.9x faster per matmul on this AVX512-BF16 CPU)
 
     def __post_init__(self):
         if isinstance(self.adapter, dict):
