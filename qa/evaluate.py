@@ -69,6 +69,21 @@ def _groups(q: MCQuestion) -> list[str]:
     return out
 
 
+def letter_counts(per_question: list[dict]) -> dict:
+    """How often each letter was predicted and was the answer: a position bias shows at a glance
+    (e.g. a small model answering "A" to everything scores the share of A answers)."""
+    from qa.types import LETTERS
+
+    def count(key):
+        c: dict[str, int] = {}
+        for rec in per_question:
+            letter = LETTERS[rec[key]] if rec[key] >= 0 else "none"
+            c[letter] = c.get(letter, 0) + 1
+        return dict(sorted(c.items()))
+
+    return {"pred": count("pred"), "answer": count("answer")}
+
+
 def results_from_scores(questions: list[MCQuestion], score: ScoreResult, *, system: str, n_boot: int = 10_000,
                         seed: int = 0, extra: dict | None = None) -> dict:
     """Results dict (overall + per split / difficulty accuracy with bootstrap CIs, per-question
@@ -95,6 +110,7 @@ def results_from_scores(questions: list[MCQuestion], score: ScoreResult, *, syst
         "n": len(questions),
         "overall": accuracy_with_ci(correct, n_boot=n_boot, seed=seed),
         "groups": {g: accuracy_with_ci(correct[idx], n_boot=n_boot, seed=seed) for g, idx in sorted(groups.items())},
+        "letter_counts": letter_counts(per_question),
         "per_question": per_question,
         **(extra or {}),
     }
@@ -190,7 +206,8 @@ def merge_results(runs: list[dict], *, system: str | None = None, n_boot: int = 
     return {"system": system or runs[0]["system"], "n": len(per_question),
             "overall": accuracy_with_ci(correct, n_boot=n_boot, seed=seed),
             "groups": {g: accuracy_with_ci(correct[idx], n_boot=n_boot, seed=seed) for g, idx in sorted(groups.items())},
-            "per_question": per_question, "seconds": round(seconds, 2),
+            "letter_counts": letter_counts(per_question), "per_question": per_question,
+            "seconds": round(seconds, 2),
             "seconds_per_question": round(seconds / max(len(per_question), 1), 4),
             "merged_from": [r.get("output") or r.get("config", {}).get("output") for r in runs]}
 

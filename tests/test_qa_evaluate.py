@@ -46,6 +46,7 @@ def test_evaluate_questions_groups_and_comparison(tok):
     assert rc["groups"]["difficulty:easy"]["n"] == 5
     assert [r["pred"] for r in rc["per_question"]] == [2] * 10
     assert len(rc["per_question"][0]["letter_logprobs"]) == 4
+    assert rc["letter_counts"] == {"pred": {"C": 10}, "answer": {"A": 4, "C": 6}}
     cmp = compare_results(rc, ra, n_boot=1000)
     assert cmp["overall"]["diff"] == pytest.approx(-0.2)
     # discordant: 6 only-C, 4 only-A -> exact McNemar p = 2 * P[X <= 4 | n = 10] = 2 * 386/1024
