@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--evaluate", action="store_true", help="held-out alias accuracy, MedDDx coverage, throughput")
     p.add_argument("--meddx", help="MedDDx.json path (default: the shared copy)")
+    p.add_argument("--no-heldout", action="store_true", help="with --evaluate: skip the held-out alias test")
     p.add_argument("--out", help="write the evaluation report here (JSON)")
     args = p.parse_args(argv)
 
@@ -44,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate:
         from qa.linker.evaluate import evaluate
 
-        vocab = Vocabulary.load(args.vocab_dir or default_vocab_dir())
-        report = evaluate(vocab, LinkerConfig(**config_kw), meddx_path=args.meddx, out=args.out)
+        from medtok.graph.graph import CodeGraph
+
+        vdir = Path(args.vocab_dir or default_vocab_dir())
+        vocab = Vocabulary.load(vdir)
+        graph = CodeGraph.load(vdir) if (vdir / "graph" / "meta.json").exists() else None
+        report = evaluate(vocab, LinkerConfig(**config_kw), graph=graph, meddx_path=args.meddx,
+                          heldout=not args.no_heldout, out=args.out)
         print(json.dumps(report, indent=2, default=str))
         return 0
 
@@ -58,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         runtime = {k: v for k, v in config_kw.items() if k == "threshold"}
         linker = CodeLinker.from_pretrained(args.index_dir, **runtime)
     else:
-        vocab = Vocabulary.load(args.vocab_dir) if args.vocab_dir else None
-        linker = CodeLinker.build(vocab, LinkerConfig(**config_kw), rebuild=args.rebuild)
+        vocab = graph = None
+        if args.vocab_dir:
+            from medtok.graph.graph import CodeGraph
+
+            vocab = Vocabulary.load(args.vocab_dir)
+            graph = CodeGraph.load(args.vocab_dir) if (Path(args.vocab_dir) / "graph" / "meta.json").exists() else None
+        linker = CodeLinker.build(vocab, LinkerConfig(**config_kw), graph=graph, rebuild=args.rebuild)
     results = linker.link_batch(texts, systems=args.systems, progress=len(texts) > 100)
     if args.json:
         print(json.dumps([{"text": t, "codes": [c.to_dict() for c in r]} for t, r in zip(texts, results)], indent=2))

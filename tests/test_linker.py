@@ -107,6 +107,18 @@ def test_abbreviations_resolve_to_codes_present_in_the_vocabulary():
     assert "ptsd" not in kb.alias_to_cuis  # F43 is not: entries for absent codes are skipped
 
 
+def test_gem_titles_follow_forward_icd9_to_icd10_edges():
+    from qa.linker.kb import gem_titles
+    vocab, graph = toy_vocabulary(0)
+    titles = gem_titles(vocab, graph)
+    # toy ICD-9 leaf 100.0 ("infection of left heart") maps onto ICD-10 A00.0
+    assert titles["ICD10CM:A00.0"] == ["infection of left heart"]
+    assert all(c.startswith("ICD10CM:") for c in titles) and len(titles) == 8 * 6 * 4
+    assert gem_titles(vocab, None) == {}
+    kb = build_knowledge_base(vocab, LinkerConfig(abbreviations=False), graph=graph)
+    assert kb.rank("infection of left heart", "ICD10CM:A00.0") == RANK_NAME  # already its own name
+
+
 def test_external_cause_chapter_is_left_out_by_default():
     rows = [dict(code_id="ICD10CM:W19", system="ICD10CM", code="W19", description="Unspecified fall", parents=[],
                  synonyms=[], kind="code"),

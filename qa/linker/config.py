@@ -9,7 +9,7 @@ from pathlib import Path
 # fields that change the built KB / index (and therefore its cache key); the others
 # only change how mentions are found and scored and may differ between runs
 BUILD_FIELDS = ("systems", "include_groups", "exclude_prefixes", "derived_aliases", "abbreviations",
-                "extra_alias_files", "hnsw_m", "ef_construction")
+                "gem_aliases", "extra_alias_files", "hnsw_m", "ef_construction")
 
 
 @dataclass
@@ -23,6 +23,7 @@ class LinkerConfig:
                           ...") turn everyday words into false links
     derived_aliases       add shortened names ("Pneumonia, unspecified organism" -> "pneumonia")
     abbreviations         add the curated abbreviation table (qa/linker/abbreviations.py)
+    gem_aliases           add ICD-9-CM titles of codes that map onto a code (needs the CodeGraph)
     extra_alias_files     scispacy-format KB files (.json/.jsonl of Entity records, local paths)
                           whose concept_id is a code_id, e.g. ICD-10-CM synonyms from a local UMLS
     hnsw_m, ef_construction, index_threads   nmslib HNSW build parameters
@@ -45,6 +46,7 @@ class LinkerConfig:
     exclude_prefixes: tuple[str, ...] = ("ICD10CM:V", "ICD10CM:W", "ICD10CM:X", "ICD10CM:Y")
     derived_aliases: bool = True
     abbreviations: bool = True
+    gem_aliases: bool = True
     extra_alias_files: tuple[str, ...] = ()
     hnsw_m: int = 32
     ef_construction: int = 200

@@ -24,7 +24,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from medtok.codes.vocabulary import Vocabulary
 from medtok.paths import cache_dir
 from qa.linker.config import LinkerConfig
-from qa.linker.kb import CodeKnowledgeBase, build_knowledge_base, linkable_rows
+from qa.linker.kb import CodeKnowledgeBase, build_knowledge_base, gem_titles, linkable_rows
 
 INDEX_FORMAT = 1
 FILES = ("config.json", "kb.jsonl", "alias_ranks.json", "concept_aliases.json", "tfidf_vectorizer.joblib",
@@ -82,8 +82,10 @@ class AliasIndex:
         return cls(aliases, vectorizer, index)
 
 
-def fingerprint(vocab: Vocabulary, config: LinkerConfig, exclude: Mapping[str, Iterable[str]] | None = None) -> str:
-    """Hash of everything the built KB/index depends on: rows, build settings, exclusions, extra files."""
+def fingerprint(vocab: Vocabulary, config: LinkerConfig, exclude: Mapping[str, Iterable[str]] | None = None,
+                graph=None) -> str:
+    """Hash of everything the built KB/index depends on: rows, build settings, exclusions, extra files,
+    GEM titles."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": INDEX_FORMAT, **config.build_key()}, sort_keys=True).encode())
     rows = linkable_rows(vocab, config)
@@ -93,6 +95,9 @@ def fingerprint(vocab: Vocabulary, config: LinkerConfig, exclude: Mapping[str, I
         h.update(f"x\t{cid}\t{'|'.join(sorted(exclude[cid]))}\n".encode())
     for p in config.extra_alias_files:
         h.update(Path(p).read_bytes())
+    if config.gem_aliases:
+        for cid, titles in sorted(gem_titles(vocab, graph).items()):
+            h.update(f"g\t{cid}\t{'|'.join(titles)}\n".encode())
     # the abbreviation table is code, not data: include it so editing it invalidates caches
     from qa.linker.abbreviations import ABBREVIATIONS
     h.update(repr(ABBREVIATIONS).encode())
@@ -108,16 +113,16 @@ def is_index_dir(directory: str | Path) -> bool:
 
 
 def build_index_dir(vocab: Vocabulary, config: LinkerConfig | None = None, *,
-                    exclude: Mapping[str, Iterable[str]] | None = None, root: str | Path | None = None,
-                    rebuild: bool = False, verbose: bool = True) -> Path:
-    """Directory holding the KB + index for (vocab, config, exclude); built only when missing."""
+                    exclude: Mapping[str, Iterable[str]] | None = None, graph=None,
+                    root: str | Path | None = None, rebuild: bool = False, verbose: bool = True) -> Path:
+    """Directory holding the KB + index for (vocab, config, exclude, graph); built only when missing."""
     config = config or LinkerConfig()
     root = Path(root) if root is not None else default_index_root()
-    directory = root / fingerprint(vocab, config, exclude)
+    directory = root / fingerprint(vocab, config, exclude, graph)
     if is_index_dir(directory) and not rebuild:
         return directory
     t0 = time.perf_counter()
-    kb = build_knowledge_base(vocab, config, exclude)
+    kb = build_knowledge_base(vocab, config, exclude, graph)
     t_kb = time.perf_counter() - t0
     if verbose:
         print(f"[linker] KB: {len(kb.cui_to_entity)} codes, {len(kb.alias_to_cuis)} aliases ({t_kb:.1f}s); "

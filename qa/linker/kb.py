@@ -147,17 +147,40 @@ def _extra_aliases(paths: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
+def gem_titles(vocab: Vocabulary, graph) -> dict[str, list[str]]:
+    """ICD-10-CM code_id -> titles of the ICD-9-CM codes that map forward onto it (GEM edges).
+
+    The older classification often names the same condition differently ("Polycystic
+    ovaries" for E28.2 "Polycystic ovarian syndrome"); only the forward map (ICD-9 -> ICD-10)
+    is used, whose targets are the ICD-10 codes that carry the ICD-9 meaning."""
+    if graph is None:
+        return {}
+    frame = graph.to_frame()
+    frame = frame[frame["type"] == "gem_icd9_icd10"]
+    ids = vocab.codes["code_id"].to_numpy()
+    desc = vocab.codes["description"].to_numpy()
+    out: dict[str, list[str]] = {}
+    for s, d in zip(frame["src"].to_numpy(), frame["dst"].to_numpy()):
+        out.setdefault(ids[d], []).append(desc[s])
+    return {k: sorted(set(v)) for k, v in out.items()}
+
+
 def build_knowledge_base(vocab: Vocabulary, config: LinkerConfig | None = None,
-                         exclude: Mapping[str, Iterable[str]] | None = None) -> CodeKnowledgeBase:
+                         exclude: Mapping[str, Iterable[str]] | None = None, graph=None) -> CodeKnowledgeBase:
     """KB over the linkable codes of `vocab`.
 
     exclude: code_id -> synonyms to leave out (held-out evaluation); they are removed before
     aliases are derived, so no shortened form of a held-out synonym leaks into the KB either.
+    graph:   the vocabulary's CodeGraph; with `config.gem_aliases` its ICD-9-CM -> ICD-10-CM GEM
+             edges add the ICD-9-CM titles as aliases (the exclusions apply to them as well).
     """
     config = config or LinkerConfig()
     excluded = {cid: {clean_alias(s) for s in terms} for cid, terms in (exclude or {}).items()}
     rows = linkable_rows(vocab, config)
     extra = _extra_aliases(config.extra_alias_files)
+    if config.gem_aliases:
+        for cid, titles in gem_titles(vocab, graph).items():
+            extra.setdefault(cid, []).extend(titles)
     aliases: dict[str, dict[str, int]] = {}  # code_id -> alias -> best rank
 
     def add(cid: str, alias: str, rank: int) -> None:

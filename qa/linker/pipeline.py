@@ -253,6 +253,18 @@ def build_nlp(art: LinkerArtifacts) -> Language:
     return nlp
 
 
+def load_project_vocabulary():
+    """(Vocabulary, CodeGraph or None) from data/cache/vocab."""
+    vdir = default_vocab_dir()
+    if not (vdir / "codes.parquet").exists():
+        raise FileNotFoundError(f"no vocabulary at {vdir}; build it first (scripts/build_vocab.py) or pass vocab=")
+    graph = None
+    if (vdir / "graph" / "meta.json").exists():
+        from medtok.graph.graph import CodeGraph
+        graph = CodeGraph.load(vdir)
+    return Vocabulary.load(vdir), graph
+
+
 class CodeLinker:
     """Links medical codes mentioned in free text, fully offline.
 
@@ -275,17 +287,16 @@ class CodeLinker:
         self.nlp = build_nlp(self.artifacts)
 
     @classmethod
-    def build(cls, vocab: Vocabulary | None = None, config: LinkerConfig | None = None, *,
+    def build(cls, vocab: Vocabulary | None = None, config: LinkerConfig | None = None, *, graph=None,
               exclude: Mapping[str, Iterable[str]] | None = None, root: str | Path | None = None,
               rebuild: bool = False, verbose: bool = True) -> "CodeLinker":
-        """Build (or reuse the cached) KB + index for `vocab` (default: the project vocabulary)."""
+        """Build (or reuse the cached) KB + index for `vocab` (default: the project vocabulary and
+        its graph). Pass `graph` with your own vocabulary to get the ICD-9-CM (GEM) aliases."""
         if vocab is None:
-            vdir = default_vocab_dir()
-            if not (vdir / "codes.parquet").exists():
-                raise FileNotFoundError(f"no vocabulary at {vdir}; build it first or pass vocab=")
-            vocab = Vocabulary.load(vdir)
+            vocab, graph = load_project_vocabulary()
         config = config or LinkerConfig()
-        directory = build_index_dir(vocab, config, exclude=exclude, root=root, rebuild=rebuild, verbose=verbose)
+        directory = build_index_dir(vocab, config, exclude=exclude, graph=graph, root=root, rebuild=rebuild,
+                                    verbose=verbose)
         runtime = {k: v for k, v in asdict(config).items() if k not in config.build_key()}
         return cls(directory, **runtime)
 
