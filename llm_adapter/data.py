@@ -62,9 +62,18 @@ def load_questions(cfg):
     return vocab, train, evals
 
 
-def qa_examples(tokenizer, questions) -> list[tuple[list[str], list[int], list[int]]]:
-    """(codes, prompt_ids, answer_ids) per question: the scorer's own prompt, so training sees
-    exactly the prompt the harness evaluates."""
+def qa_examples(tokenizer, questions, target: str = "letter") -> list[tuple[list[str], list[int], list[int]]]:
+    """(codes, prompt_ids, answer_ids) per question.
+
+    letter: the QA harness's own chat prompt and answer letter (+ end of turn), so training sees
+            exactly what letter scoring evaluates;
+    option: the option-likelihood layout "<stem>\nAnswer:" -> the correct option's text, what
+            option scoring evaluates (and the caption-alignment stage trains)."""
+    if target == "option":
+        from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
+
+        return [(list(q.codes), cloze_prompt_ids(tokenizer, q.question), option_ids(tokenizer, q.options[q.answer]))
+                for q in questions]
     from qa.scoring import answer_ids, build_prompt_ids
 
     return [(list(q.codes), build_prompt_ids(tokenizer, q), answer_ids(tokenizer, q)) for q in questions]

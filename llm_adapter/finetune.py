@@ -124,7 +124,9 @@ def score(model: PrefixLM, tokenizer, questions, batch_size: int, progress: bool
                                      input_builder=model.input_builder(), progress=progress)
 
 
-def _record(r) -> dict:
+def _record(r, label: str = "") -> dict:
+    if label:
+        print(f"[{label}] accuracy {r.correct.mean():.3f} (n={len(r.correct)})", flush=True)
     return {"ids": r.ids, "pred": r.pred.tolist(), "correct": r.correct.tolist(), "answer": r.answer.tolist()}
 
 
@@ -161,7 +163,8 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
     if "option" in cfg.scorings and accelerator.is_main_process and (prefix or cfg.score_base_before_qa):
         # before QA training: what the alignment alone gives (prefix arm) / the untrained LM (no prefix)
         res["scores"]["option@pre_qa"] = {s: _record(score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress,
-                                                                 "option")) for s, qs in data["eval"].items() if qs}
+                                                                 "option"), f"{arm} option@pre_qa {s}")
+                                          for s, qs in data["eval"].items() if qs}
     start_acc = None
     if accelerator.is_main_process and train_probe:
         start_acc = float(score(model, tokenizer, train_probe, cfg.eval_batch_size, cfg.progress).correct.mean())
@@ -174,8 +177,8 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
         model.eval()
         for scoring in cfg.scorings:
             splits = ([("train_probe", train_probe)] if scoring == "letter" else []) + list(data["eval"].items())
-            res["scores"][scoring] = {s: _record(score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress, scoring))
-                                      for s, qs in splits if qs}
+            res["scores"][scoring] = {s: _record(score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress, scoring),
+                                                     f"{arm} {scoring} {s}") for s, qs in splits if qs}
         model.save_pretrained(out_dir)
         res["checkpoint"] = str(out_dir)
     accelerator.wait_for_everyone()
@@ -219,7 +222,7 @@ def finetune(cfg: FinetuneConfig, *, lm=None, tokenizer=None, questions=None) ->
     torch.manual_seed(cfg.seed)
     base_lm, tokenizer = (lm, tokenizer) if lm is not None else load_base_lm(cfg.adapter)
     vocab, train_qs, eval_sets = questions if questions is not None else load_questions(cfg)
-    data = {"qa": qa_examples(tokenizer, train_qs), "eval": eval_sets,
+    data = {"qa": qa_examples(tokenizer, train_qs, cfg.qa_target), "eval": eval_sets,
             "train_probe": train_qs[: cfg.train_eval_size]}
     vectors = None
     if any(a != "lora" for a in cfg.arms):

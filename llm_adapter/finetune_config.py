@@ -57,6 +57,7 @@ class FinetuneConfig:
     align_codes: int = 20000
     qa: StageConfig = field(default_factory=lambda: StageConfig(steps=120, batch_size=8, lr=5e-4, warmup=10))
     qa_train_projector: bool = True
+    qa_target: str = "letter"              # letter: harness prompt -> letter; option: "<stem>\nAnswer:" -> option text
     train_eval_size: int = 100             # training questions scored for the learning curve
     eval_every: int = 0                    # qa steps between learning-curve points (0 = start and end only)
     eval_batch_size: int = 16
@@ -78,6 +79,8 @@ class FinetuneConfig:
                 setattr(self, name, StageConfig(**getattr(self, name)))
         self.arms = tuple(self.arms)
         self.scorings = tuple(self.scorings)
+        if self.qa_target not in ("letter", "option"):
+            raise ValueError(f"qa_target must be 'letter' or 'option', got {self.qa_target!r}")
         if not self.scorings or set(self.scorings) - {"letter", "option"}:
             raise ValueError(f"scorings must be a non-empty subset of ('letter', 'option'), got {self.scorings}")
         if self.dataset not in DATASETS:

@@ -123,3 +123,18 @@ def test_overrides_and_validation():
         FinetuneConfig(arms=("lora", "qlora"))
     m = FinetuneConfig(dataset="meddx")
     assert m.train_split == "intermediate" and m.eval_splits == ["basic", "expert"]
+
+
+def test_qa_examples_letter_and_option_targets():
+    from llm_adapter.data import qa_examples
+    from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
+    from qa.scoring import answer_ids, build_prompt_ids
+
+    tok = tiny_char_tokenizer()
+    q = _setup()[1][0]
+    (codes, p, a), = qa_examples(tok, [q], "letter")
+    assert codes == q.codes and p == build_prompt_ids(tok, q) and a == answer_ids(tok, q)
+    assert tok.decode(a[:1]) == q.answer_letter
+    (codes, p, a), = qa_examples(tok, [q], "option")
+    assert p == cloze_prompt_ids(tok, q.question) and a == option_ids(tok, q.options[q.answer])
+    assert tok.decode(p).endswith("\nAnswer:") and tok.decode(a).strip() == q.options[q.answer][:48].strip()
