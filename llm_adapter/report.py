@@ -91,6 +91,9 @@ def plot_curves(results: dict, path: str | Path) -> Path:
             if stage == "qa":
                 pts = [(0, r["train_acc_start"])] if r.get("train_acc_start") is not None else []
                 pts += [(c["step"], c["train_acc"]) for c in curve if "train_acc" in c]
+                final = r.get("scores", {}).get("letter", {}).get("train_probe")
+                if final and (not pts or pts[-1][0] != curve[-1]["step"]):
+                    pts.append((curve[-1]["step"], float(np.mean(final["correct"]))))
                 if pts:
                     ax2.plot(*zip(*pts), marker="o", label=arm)
             offset = int(x[-1])
