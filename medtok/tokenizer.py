@@ -142,7 +142,7 @@ class MedTokTokenizer:
         keys = torch.from_numpy(neighbor_table(e[0], e[1], len(self.vocab), c.max_neighbors))
         return ei, keys
 
-    def token_table(self, batch_size: int = 4096, progress: bool = False):
+    def token_table(self, batch_size: int = 1024, progress: bool = False):
         """(ids, weights, vectors) of every vocabulary row; computed once (one full-graph GNN pass)."""
         if self._table is None:
             if (self._no_text & self._no_graph).any():
@@ -172,7 +172,7 @@ class MedTokTokenizer:
         rows = np.array([self.vocab.index_of(c) for c in codes], dtype=np.int64)
         return self.encode_rows(rows)
 
-    def encode_all(self, batch_size: int = 4096, progress: bool = True) -> MedTokEncoding:
+    def encode_all(self, batch_size: int = 1024, progress: bool = True) -> MedTokEncoding:
         self.token_table(batch_size=batch_size, progress=progress)
         return self.encode_rows(np.arange(len(self.vocab)))
 
@@ -181,7 +181,7 @@ class MedTokTokenizer:
         enc = self.encode_all(progress=False) if codes is None else self.encode(codes)
         return enc.save(path)
 
-    def benchmark_encode_all(self, batch_size: int = 4096) -> dict:
+    def benchmark_encode_all(self, batch_size: int = 1024) -> dict:
         """Whole-vocabulary tokenization speed from the (already computed) node features."""
         self._table = None
         t0 = time.perf_counter()

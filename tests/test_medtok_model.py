@@ -180,3 +180,15 @@ def test_other_graph_encoders_run(toy, kind, tmp_path):
     train(tc, MedTokConfig(**{**TINY, "graph_encoder": kind}), vocab=v, graph=g, text_embeddings=emb, progress=False)
     tok = MedTokTokenizer.from_pretrained(tmp_path / kind, vocab=v, graph=g, text_embeddings=emb)
     assert tok.encode(["A00.1"]).ids.shape == (1, 4, 3)
+
+
+def test_subset_vocabulary_keeps_only_chosen_systems(toy):
+    from medtok.train import subset_vocabulary
+
+    v, g, _ = toy
+    v9, g9 = subset_vocabulary(v, g, ["ICD9CM"])
+    assert set(v9.codes["system"]) == {"ICD9CM"} and len(v9) == (v.codes["system"] == "ICD9CM").sum()
+    # only is_a edges survive (GEM edges lead to ICD10CM), all inside the subset
+    assert set(g9.to_frame()["type"]) == {"is_a"} and g9.num_edges == (v9.codes["parents"].map(len)).sum()
+    child, parent = g9.src[0], g9.dst[0]
+    assert v9.codes["code_id"][parent] in v9.codes["parents"][child]

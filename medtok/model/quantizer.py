@@ -57,35 +57,26 @@ class RegionQuantizer(nn.Module):
         c = self.region_entries(region)
         return (x.pow(2).sum(-1, keepdim=True) + c.pow(2).sum(-1) - 2 * x @ c.T).clamp_min(0)
 
-    def nearest(self, x: torch.Tensor, region: str, fast: bool = False,
+    def nearest(self, x: torch.Tensor, region: str,
                 entries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(distances [B, K], region-local indices [B, K]) of the K nearest entries, ascending.
-
-        fast (l2_norm only): pre-select 4K candidates with a bf16 matmul, then rank them exactly in fp32
-        (the whole-vocabulary tokenizer's hot loop; same result unless a true top-K entry
-        falls outside the bf16 top-4K).
-        """
+        """(distances [B, K], region-local indices [B, K]) of the K nearest entries, ascending,
+        without materialising the full distance matrix (the tokenizer's hot loop)."""
         lo, hi = self.regions[region]
         c = (self.entries() if entries is None else entries)[lo:hi]
-        if fast and self.l2_norm:  # unit entries: nearest = largest x.c, no |c|^2 term needed
-            ci = torch.mm(x.bfloat16(), c.bfloat16().T).topk(min(4 * self.top_k, len(c)), dim=-1).indices
-            d = x.pow(2).sum(-1, keepdim=True) + 1 - 2 * torch.einsum("bd,bkd->bk", x, c[ci])
-            top_d, j = d.clamp_min(0).topk(self.top_k, dim=-1, largest=False)
-            return top_d, ci.gather(1, j)
         # |x|^2 is constant per row: rank by |c|^2 - 2 x.c in one fused op, then add it back
         score = torch.addmm(c.pow(2).sum(-1)[None], x, c.T, alpha=-2)
         top_s, top_i = score.topk(self.top_k, dim=-1, largest=False)
         return (top_s + x.pow(2).sum(-1, keepdim=True)).clamp_min(0), top_i
 
-    def forward(self, x: torch.Tensor, region: str, with_distances: bool = True, fast: bool = False) -> VQOutput:
+    def forward(self, x: torch.Tensor, region: str, with_distances: bool = True) -> VQOutput:
         """with_distances: also return the full [B, region] distance matrix (the KL loss needs it)."""
         x = self.prepare(x)
         entries = self.entries()
         dist = self.distances(x, region) if with_distances else None
-        if dist is not None and not fast:
+        if dist is not None:
             top_d, top_i = dist.topk(self.top_k, dim=-1, largest=False)
         else:
-            top_d, top_i = self.nearest(x, region, fast, entries)
+            top_d, top_i = self.nearest(x, region, entries)
         weights = torch.softmax(-top_d / self.temperature, dim=-1)
         indices = top_i + self.regions[region][0]
         q = (weights.unsqueeze(-1) * entries[indices]).sum(-2)
