@@ -8,7 +8,7 @@ Groups (axis 1): text_specific, graph_specific, shared_text, shared_graph. Token
 global rows of the one codebook (0 <= id < vocab_size).
 
 Every code of the vocabulary is tokenized by one full-graph pass (computed on first use,
-then looked up), so codes held out of training get tokens from their own description and
+stored as `token_table.npz` beside the checkpoint, then looked up), so codes held out of training get tokens from their own description and
 graph neighbourhood like any other. A code without a description is tokenized from its
 neighbours' descriptions + graph (missing="text"); a code without edges from its text
 alone (missing="graph"). Codes that cannot be resolved raise `UnknownCodeError`.
@@ -29,6 +29,17 @@ from medtok.model.features import neighbor_table
 from medtok.model.medtok import MedTokModel
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKEN_TABLE = "token_table.npz"  # whole-vocabulary tokens, written beside the checkpoint on first use
+
+
+def _fingerprint(weights: Path, vocab) -> str:
+    """Identity of (checkpoint weights, vocabulary rows) for the on-disk token table."""
+    import hashlib
+
+    h = hashlib.sha1(weights.read_bytes())
+    h.update("\n".join(vocab.codes["code_id"]).encode())
+    h.update("\n".join(vocab.codes["description"].fillna("").astype(str)).encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -78,6 +89,8 @@ class MedTokTokenizer:
         self.vocab_dir = vocab_dir
         self.systems: list[str] | None = None  # code systems the checkpoint was trained on (None = all)
         self._table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._table_cache: Path | None = None  # set by from_pretrained
+        self._table_key: str | None = None
         desc = vocab.codes["description"].fillna("").astype(str).str.strip().to_numpy()
         self._no_text = desc == ""
         self._no_graph = graph.degree() == 0 if model.config.modalities != "text" else np.ones(len(vocab), bool)
@@ -104,6 +117,8 @@ class MedTokTokenizer:
         tok = cls(model, vocab, graph, x, str(vocab_dir) if vocab_dir else None,
                   float(rec.get("heldout_fraction", 0.05)))
         tok.systems = rec.get("systems")
+        tok._table_cache = ckpt_dir / TOKEN_TABLE
+        tok._table_key = _fingerprint(ckpt_dir / "model.safetensors", vocab)
         return tok
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -144,6 +159,12 @@ class MedTokTokenizer:
 
     def token_table(self, batch_size: int = 1024, progress: bool = False):
         """(ids, weights, vectors) of every vocabulary row; computed once (one full-graph GNN pass)."""
+        if self._table is None and self._table_cache is not None and self._table_cache.exists():
+            z = np.load(self._table_cache)
+            if str(z["key"]) == self._table_key:
+                ids, w = torch.from_numpy(z["ids"]).long(), torch.from_numpy(z["weights"])
+                with torch.no_grad():  # vectors are a function of the tokens: rebuild instead of storing
+                    self._table = (ids, w, self.model.quantizer.get_output_from_indices(ids, w))
         if self._table is None:
             if (self._no_text & self._no_graph).any():
                 bad = self.vocab.codes["code_id"][self._no_text & self._no_graph].head(3).tolist()
@@ -152,6 +173,14 @@ class MedTokTokenizer:
                       f"nor graph edges, e.g. {bad}")
             ei, keys = self._graph_inputs()
             self._table = self.model.tokenize_graph(self.x, ei, keys, batch_size=batch_size, progress=progress)
+            if self._table_cache is not None:
+                try:
+                    ids, w, v = self._table
+                    tmp = self._table_cache.with_suffix(".tmp.npz")
+                    np.savez(tmp, key=np.array(self._table_key), ids=ids.numpy().astype(np.int32), weights=w.numpy())
+                    tmp.replace(self._table_cache)
+                except OSError:  # read-only checkpoint: just recompute next time
+                    pass
         return self._table
 
     def _missing(self, row: int) -> str | None:
@@ -183,9 +212,11 @@ class MedTokTokenizer:
 
     def benchmark_encode_all(self, batch_size: int = 1024) -> dict:
         """Whole-vocabulary tokenization speed from the (already computed) node features."""
-        self._table = None
+        self._table, cache = None, self._table_cache
+        self._table_cache = None  # time the computation, not the on-disk table
         t0 = time.perf_counter()
         self.token_table(batch_size=batch_size)
         dt = time.perf_counter() - t0
+        self._table_cache = cache
         return {"codes": len(self.vocab), "seconds": dt, "codes_per_s": len(self.vocab) / dt,
                 "threads": torch.get_num_threads()}

@@ -192,3 +192,28 @@ def test_subset_vocabulary_keeps_only_chosen_systems(toy):
     assert set(g9.to_frame()["type"]) == {"is_a"} and g9.num_edges == (v9.codes["parents"].map(len)).sum()
     child, parent = g9.src[0], g9.dst[0]
     assert v9.codes["code_id"][parent] in v9.codes["parents"][child]
+
+
+def test_token_table_is_cached_beside_checkpoint(toy, trained, tmp_path):
+    import shutil
+
+    v, g, emb = toy
+    ck = tmp_path / "ck"
+    shutil.copytree(trained, ck)
+    tok = MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g, text_embeddings=emb)
+    first = tok.encode(["A00.1", "100.2"])
+    assert (ck / "token_table.npz").exists()
+    tok2 = MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g, text_embeddings=emb)
+    tok2.model.tokenize_graph = None  # a cache hit must not recompute
+    again = tok2.encode(["A00.1", "100.2"])
+    assert torch.equal(first.ids, again.ids) and torch.allclose(first.vectors, again.vectors)
+    # a changed vocabulary (here one description) does not reuse the stale table
+    df = v.codes.copy()
+    df.loc[0, "description"] = "something else"
+    tok3 = MedTokTokenizer.from_pretrained(ck, vocab=Vocabulary(df), graph=g, text_embeddings=emb)
+    assert tok3._table_key != tok2._table_key
+    calls = []
+    orig = tok3.model.tokenize_graph
+    tok3.model.tokenize_graph = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    tok3.encode(["A00.1"])
+    assert calls == [1]
