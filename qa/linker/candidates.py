@@ -34,8 +34,8 @@ class RankedCandidateGenerator(CandidateGenerator):
         score = (max alias cosine - tie penalties + vote * category share) / (1 + vote)
     where `category share` is the fraction of the neighbours' weight (cosine^4) that falls
     in the code's 3-character category: when a mention is equally close to "ectopic ureter"
-    and to two aliases under I49, the category with more support wins. An exact alias with
-    unanimous support scores 1.0. Mentions are also queried without "NOS"/"unspecified"-type
+    and to two aliases under I49, the category with more support wins. A mention that is
+    exactly an alias is scored by cosine and tie penalties alone (no vote). Mentions are also queried without "NOS"/"unspecified"-type
     qualifiers (the KB holds such shortened forms), and results are memoised.
     """
 
@@ -85,9 +85,12 @@ class RankedCandidateGenerator(CandidateGenerator):
                 if sim - pen > best.get(cid, (-9.0, ""))[0]:
                     best[cid] = (sim - pen, alias)
         total = sum(votes.values()) or 1.0
+        # an exact alias decides on its own: voting would favour big categories whose many
+        # aliases merely contain the mention ("diabetes mellitus" -> E13 "Other specified ...")
+        vote = 0.0 if exact is not None else self.vote
         out = []
         for cid, (sim, alias) in best.items():
-            score = (sim + self.vote * votes[_category(cid)] / total) / (1 + self.vote)
+            score = (sim + vote * votes[_category(cid)] / total) / (1 + vote)
             out.append(MentionCandidate(cid, [alias], [score]))
         return sorted(out, key=lambda c: c.concept_id)
 
