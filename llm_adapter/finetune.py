@@ -5,8 +5,9 @@
 Per arm, from the same base weights and seed: (prefix arm only) stage 1, projector-only
 caption alignment over vocabulary codes absent from every evaluation question; stage 2,
 LoRA (+ projector) on the QA training split with the answer-only loss; then the QA harness
-(`qa.scoring.score_multiple_choice`, option-letter log-likelihood) on the evaluation splits
-and on a fixed subset of training questions (the learning curve). Writes per-arm
+(`qa.scoring.score_multiple_choice`, option-letter log-likelihood) and option-likelihood
+scoring (`llm_adapter.option_scoring`) on the evaluation splits, the letter harness also
+on a fixed subset of training questions (the learning curve). Writes per-arm
 checkpoints, `results.json`, `curves.png`, and prints the table with the paired difference.
 
 A plain accelerate loop, not trl's SFTTrainer: with `inputs_embeds` built from a projector

@@ -34,7 +34,7 @@ def _cfg(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path / "run"), vector_source="random", adapter=adapter,
                 align=StageConfig(steps=3, batch_size=4, lr=1e-3, warmup=0), align_codes=16,
                 qa=StageConfig(steps=4, batch_size=4, lr=1e-3, warmup=1), train_eval_size=4, eval_every=2,
-                eval_batch_size=8, progress=False)
+                eval_batch_size=8, progress=False, bf16_autocast=False)
     base.update(kw)
     return FinetuneConfig(**base)
 
