@@ -120,3 +120,19 @@ def plot_curves(results: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def paired_across_runs(results_a: str | Path, arm_a: str, results_b: str | Path, arm_b: str,
+                       scoring: str = "option", split: str = "test", seed: int = 0) -> dict:
+    """Paired comparison of arm_b (run b) against arm_a (run a) on the same questions, e.g. a
+    MedTok-prefix run against the no-prefix arm of an earlier run with the same config and seed
+    (the no-prefix arm does not depend on the vector source)."""
+    import json
+
+    from qa.metrics import paired_comparison
+
+    a = json.loads(Path(results_a).read_text())["arms"][arm_a]["scores"][scoring][split]
+    b = json.loads(Path(results_b).read_text())["arms"][arm_b]["scores"][scoring][split]
+    if a["ids"] != b["ids"]:
+        raise ValueError("the two runs scored different questions")
+    return paired_comparison(np.array(a["correct"]), np.array(b["correct"]), seed=seed)
