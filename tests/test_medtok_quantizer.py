@@ -144,3 +144,19 @@ def test_nearest_without_distance_matrix_matches_full_topk():
     assert torch.equal(nodist.indices, exact.indices) and nodist.distances is None
     assert torch.allclose(exact.quantized, nodist.quantized, atol=1e-5)
     assert torch.allclose(exact.weights, nodist.weights, atol=1e-4)
+
+
+def test_smallest_k_is_exactly_topk():
+    from medtok.model.quantizer import smallest_k
+
+    g = torch.Generator().manual_seed(0)
+    for n, k in [(4000, 4), (1000, 8), (64, 4), (96, 3)]:
+        s = torch.randn(257, n, generator=g)
+        v, i = smallest_k(s, k)
+        rv, ri = s.topk(k, dim=-1, largest=False)
+        assert torch.equal(v, rv) and torch.equal(i, ri)
+    # the k smallest all in one column group must still be found
+    s = torch.ones(2, 800)
+    s[:, [3, 103, 203, 303]] = torch.tensor([-4.0, -3.0, -2.0, -1.0])
+    v, i = smallest_k(s, 4)
+    assert i.tolist() == [[3, 103, 203, 303]] * 2

@@ -18,6 +18,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def smallest_k(score: torch.Tensor, k: int, block: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact `score.topk(k, largest=False)` for wide rows, ~2x faster on CPU.
+
+    Partition the columns into groups; the k smallest entries of a row lie in the k groups
+    with the smallest group minima (an entry outside them has k group minima below it,
+    i.e. k smaller entries). Group g holds columns g, g + G, g + 2G, ... (G groups of
+    `block` columns), so the minima are one vectorised reduction over a strided view; then
+    only the k * block candidate entries are ranked.
+    """
+    b, n = score.shape
+    if n % block or n // block < 2 * k:
+        return score.topk(k, dim=-1, largest=False)
+    groups = n // block
+    best = score.view(b, block, groups).amin(1).topk(k, dim=-1, largest=False).indices   # [b, k]
+    cols = (best.unsqueeze(-1) + groups * torch.arange(block)).view(b, k * block)
+    vals, j = score.gather(1, cols).topk(k, dim=-1, largest=False)
+    return vals, cols.gather(1, j)
+
+
 class VQOutput(tuple):
     """(quantized, indices, loss) with extra attributes: weights, distances, breakdown."""
 
@@ -65,7 +84,7 @@ class RegionQuantizer(nn.Module):
         c = (self.entries() if entries is None else entries)[lo:hi]
         # |x|^2 is constant per row: rank by |c|^2 - 2 x.c in one fused op, then add it back
         score = torch.addmm(c.pow(2).sum(-1)[None], x, c.T, alpha=-2)
-        top_s, top_i = score.topk(self.top_k, dim=-1, largest=False)
+        top_s, top_i = smallest_k(score, self.top_k)
         return (top_s + x.pow(2).sum(-1, keepdim=True)).clamp_min(0), top_i
 
     def forward(self, x: torch.Tensor, region: str, with_distances: bool = True) -> VQOutput:
