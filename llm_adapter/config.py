@@ -78,8 +78,32 @@ class LoraSettings:
                           target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
+class JsonConfig:
+    """JSON round trip shared by the adapter's dataclass configs (saved beside checkpoints)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
 @dataclass
-class AdapterConfig:
+class AdapterConfig(JsonConfig):
     """Everything needed to rebuild a trained adapter around its base LM.
 
     base_model        "smollm2" (the embedded GGUF) or a local HF directory / hub id
@@ -124,26 +148,6 @@ class AdapterConfig:
 
         return getattr(torch, self.dtype)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AdapterConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown AdapterConfig keys {sorted(unknown)}")
-        return cls(**d)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "AdapterConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def smollm2_config(**overrides) -> AdapterConfig:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
-from llm_adapter.config import AdapterConfig, ProjectorConfig
+from llm_adapter.config import AdapterConfig, JsonConfig, ProjectorConfig
 
 ARMS = ("lora", "lora+prefix")
 DATASETS = ("ontology", "meddx")
@@ -31,7 +30,7 @@ class StageConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JsonConfig):
     """The two-arm experiment: LoRA without prefix vs LoRA + code prefix, same budget and seed.
 
     Stage 1 ("align", prefix arm only): the projector alone learns to caption codes
@@ -104,25 +103,6 @@ class FinetuneConfig:
             self.eval_splits = ["test"] if self.dataset == "ontology" else ["basic", "expert"]
         self.eval_splits = list(self.eval_splits)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FinetuneConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig keys {sorted(unknown)}")
-        return cls(**d)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "FinetuneConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
