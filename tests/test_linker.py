@@ -276,3 +276,64 @@ def test_cli_links_text(real_linker):
                          capture_output=True, text=True, env=env, timeout=120, check=True)
     rows = json.loads(out.stdout)
     assert [r["code_id"] for r in rows[0]["codes"]] == ["ICD10CM:I50.9", "ICD10CM:J44.9"]
+
+
+# ---- learned re-ranker ----------------------------------------------------------------------
+def test_unseen_pairs_mirror_a_kb_built_without_the_synonym():
+    from qa.linker.rerank import training_queries, unseen_pairs
+
+    vocab = small_icd10cm()
+    full = build_knowledge_base(vocab)
+    queries = training_queries(full, 12, seed=1)
+    assert len(queries) == 12 and queries == training_queries(full, 12, seed=1)
+    for syn, cid in queries:
+        held = build_knowledge_base(vocab, exclude={cid: [syn]})
+        assert set(full.alias_rank) - set(held.alias_rank) == unseen_pairs(full, syn, cid), syn
+
+
+class _FixedModel:
+    """Stands in for the fitted trees: probability = the candidate's lexical feature."""
+
+    def predict_proba(self, X):
+        import numpy as np
+        return np.stack([1 - X[:, 0], X[:, 0]], axis=1)
+
+
+def test_reranker_orders_by_category_then_keeps_lexical_order(real_linker):
+    import numpy as np
+    from qa.linker.rerank import Candidate, base_scores
+
+    rr = real_linker.artifacts.generator.reranker
+    assert rr is not None and rr.info["rows"] > 0
+    cands = [Candidate("ICD10CM:J18.9", 0.60, 0.5, 1, False), Candidate("ICD10CM:I50.9", 0.90, 0.2, 1, False),
+             Candidate("ICD10CM:J18.0", 0.95, 0.5, 1, False), Candidate("ICD10CM:I50.1", 0.10, 0.2, 1, False)]
+    saved, rr.model = rr.model, _FixedModel()
+    try:
+        scores = rr.order(rr.mentions(["some pneumonia"])[0], cands, base_scores(cands, 0.2))
+    finally:
+        rr.model = saved
+    # J18 holds the most probable candidate (0.95): both J18 codes first, lexical order inside
+    assert [cands[i].code_id for i in np.argsort(-scores)] == ["ICD10CM:J18.0", "ICD10CM:J18.9",
+                                                              "ICD10CM:I50.9", "ICD10CM:I50.1"]
+    assert scores.max() == pytest.approx(1.0)
+
+
+def test_reranker_save_load_gives_identical_links(real_linker, tmp_path):
+    from qa.linker.rerank import CodeReranker
+
+    gen = real_linker.artifacts.generator
+    gen.reranker.save(tmp_path / "rr")
+    loaded = CodeReranker.load(tmp_path / "rr")
+    mentions = ["pneumonia due to staph", "heart failure diastolic chronic", "asthma with exacerbation"]
+    before = real_linker.link_mentions(mentions)
+    gen.memo.clear()
+    saved, gen.reranker = gen.reranker, loaded
+    try:
+        assert real_linker.link_mentions(mentions) == before
+    finally:
+        gen.reranker = saved
+        gen.memo.clear()
+    # without the re-ranker the same call still works (lexical order)
+    plain = CodeLinker(real_linker.directory, rerank=False)
+    assert plain.artifacts.generator.reranker is None
+    assert all(links for links in plain.link_mentions(mentions))

@@ -6,10 +6,12 @@ import re
 from collections import Counter
 from typing import Iterable
 
+import numpy as np
 from scispacy.candidate_generation import CandidateGenerator, MentionCandidate
 
 from qa.linker.index import AliasIndex
 from qa.linker.kb import RANK_DERIVED, CodeKnowledgeBase, derive_aliases
+from qa.linker.rerank import Candidate, CodeReranker, Mention, base_scores
 
 # Several codes often share an alias at similarity 1.0 ("pneumonia, unspecified organism" is
 # the name of both J18 and J18.9). scispacy then orders them by concept id. We subtract tiny
@@ -35,64 +37,79 @@ class RankedCandidateGenerator(CandidateGenerator):
     where `category share` is the fraction of the neighbours' weight (cosine^4) that falls
     in the code's 3-character category: when a mention is equally close to "ectopic ureter"
     and to two aliases under I49, the category with more support wins. A mention that is
-    exactly an alias is scored by cosine and tie penalties alone (no vote). Mentions are also queried without "NOS"/"unspecified"-type
-    qualifiers (the KB holds such shortened forms), and results are memoised.
+    exactly an alias is scored by cosine and tie penalties alone (no vote). Mentions are also
+    queried without "NOS"/"unspecified"-type qualifiers (the KB holds such shortened forms), and
+    results are memoised. With a `reranker` (qa/linker/rerank.py), a mention that is not exactly
+    an alias has its candidates re-ordered by the learned re-ranker.
     """
 
     def __init__(self, kb: CodeKnowledgeBase, index: AliasIndex, *, vote: float = 0.2, ef_search: int = 100,
-                 memo_size: int = 200_000):
+                 memo_size: int = 200_000, reranker: CodeReranker | None = None):
         # CandidateGenerator falls back to *downloading* UMLS when an argument is falsy: refuse that
         if not index.concept_aliases or not kb.cui_to_entity:
             raise ValueError("empty knowledge base: nothing to link to")
         super().__init__(ann_index=index.ann_index, tfidf_vectorizer=index.vectorizer,
                          ann_concept_aliases_list=index.concept_aliases, kb=kb)
         self.vote, self.ef_search = vote, ef_search
-        self.memo: dict[tuple[str, int, int], list[MentionCandidate]] = {}
+        self.reranker = reranker
+        self.memo: dict[tuple[str, int, int, bool], list[MentionCandidate]] = {}
         self.memo_size = memo_size
-        self._alias_codes: dict[int, list[tuple[str, float, str]]] = {}
+        self._alias_codes: dict[int, list[tuple[str, float, str, int, bool]]] = {}
 
-    def _codes_of(self, alias_index: int) -> list[tuple[str, float, str]]:
-        """(code, tie penalty, category) for every code of an indexed alias (memoised)."""
+    def _codes_of(self, alias_index: int) -> list[tuple[str, float, str, int, bool]]:
+        """(code, tie penalty, category, alias rank, is group) for every code of an indexed alias (memoised)."""
         out = self._alias_codes.get(alias_index)
         if out is None:
             alias = self.ann_concept_aliases_list[alias_index]
             out = []
             for cid in sorted(self.kb.alias_to_cuis[alias]):
                 ent = self.kb.cui_to_entity[cid]
-                kind = ent.types[1] if len(ent.types) > 1 else "code"
-                pen = (_RANK_PENALTY * self.kb.rank(alias, cid) + _GROUP_PENALTY * (kind == "group")
-                       + _LENGTH_PENALTY * min(len(cid), 20))
-                out.append((cid, pen, _category(cid)))
+                group = (ent.types[1] if len(ent.types) > 1 else "code") == "group"
+                rank = self.kb.rank(alias, cid)
+                pen = _RANK_PENALTY * rank + _GROUP_PENALTY * group + _LENGTH_PENALTY * min(len(cid), 20)
+                out.append((cid, pen, _category(cid), rank, group))
             self._alias_codes[alias_index] = out
         return out
 
-    def _score(self, text: str, neighbours: list[tuple[int, float]]) -> list[MentionCandidate]:
-        best: dict[str, tuple[float, str]] = {}
-        votes: dict[str, float] = {}
+    def _table(self, text: str, neighbours: list[tuple[int, float]],
+               exclude: set[tuple[str, str]] | None = None) -> tuple[bool, list[Candidate]]:
+        """(is the mention exactly an alias, one Candidate per code reached through the neighbours).
+        `exclude`: (alias, code) pairs to ignore (fitting the re-ranker on KB synonyms)."""
         # HNSW search is approximate: short aliases ("mi", "tb") have two or three 3-grams and
         # are easily missed, so an exact alias never depends on the ANN finding it
-        exact = self._alias_id.get(text)
+        exact = None if exclude else self._alias_id.get(text)
         merged: dict[int, float] = {} if exact is None else {exact: 1.0}
         for a_i, sim in neighbours:  # the same alias may come back for several query variants
             if sim > merged.get(a_i, -1.0):
                 merged[a_i] = sim
+        best: dict[str, tuple[float, int, bool, str]] = {}
+        votes: dict[str, float] = {}
         for a_i, sim in merged.items():
             codes = self._codes_of(a_i)
-            alias = self.ann_concept_aliases_list[a_i]
             w = sim ** 4 / len(codes)
-            for cid, pen, cat in codes:
+            alias = self.ann_concept_aliases_list[a_i]
+            for cid, pen, cat, rank, group in codes:
+                if exclude and (alias, cid) in exclude:
+                    continue
                 votes[cat] = votes.get(cat, 0.0) + w
-                if sim - pen > best.get(cid, (-9.0, ""))[0]:
-                    best[cid] = (sim - pen, alias)
+                if sim - pen > best.get(cid, (-9.0,))[0]:
+                    best[cid] = (sim - pen, rank, group, alias)
         total = sum(votes.values()) or 1.0
+        cands = [Candidate(cid, lex, votes[_category(cid)] / total, rank, group, alias)
+                 for cid, (lex, rank, group, alias) in sorted(best.items())]
+        return exact is not None, cands
+
+    def _score(self, text: str, neighbours: list[tuple[int, float]], mention: Mention | None = None
+               ) -> list[MentionCandidate]:
+        exact, cands = self._table(text, neighbours)
         # an exact alias decides on its own: voting would favour big categories whose many
         # aliases merely contain the mention ("diabetes mellitus" -> E13 "Other specified ...")
-        vote = 0.0 if exact is not None else self.vote
-        out = []
-        for cid, (sim, alias) in best.items():
-            score = (sim + vote * votes[_category(cid)] / total) / (1 + vote)
-            out.append(MentionCandidate(cid, [alias], [score]))
-        return sorted(out, key=lambda c: c.concept_id)
+        scores = base_scores(cands, 0.0 if exact else self.vote)
+        if self.reranker is not None and mention is not None and not exact and len(cands) > 1:
+            # the re-ranker decides the order; the top keeps the mention's lexical confidence
+            # (what the link threshold is about)
+            scores = scores.max() * self.reranker.order(mention, cands, scores)
+        return [MentionCandidate(c.code_id, [c.alias], [float(s)]) for c, s in zip(cands, scores)]
 
     @property
     def _alias_id(self) -> dict[str, int]:
@@ -100,33 +117,54 @@ class RankedCandidateGenerator(CandidateGenerator):
             self._alias_id_map = {a: i for i, a in enumerate(self.ann_concept_aliases_list)}
         return self._alias_id_map
 
-    def __call__(self, mention_texts: list[str], k: int, ef_search: int | None = None) -> list[list[MentionCandidate]]:
+    def _neighbours(self, texts: list[str], k: int, ef: int) -> list[list[tuple[int, float]]]:
+        """ANN neighbours (alias index, cosine) of each text and of its qualifier-stripped variants."""
+        queries, owner = [], []
+        for i, text in enumerate(texts):
+            for q in [text] + [d for d, r in derive_aliases(text, heads=False) if r == RANK_DERIVED]:
+                queries.append(q)
+                owner.append(i)
+        self.ann_index.setQueryTimeParams({"efSearch": ef})
+        neighbours, distances = self.nmslib_knn_with_zero_vectors(self.vectorizer.transform(queries), k)
+        merged: list[list[tuple[int, float]]] = [[] for _ in texts]
+        for o, nb, dist in zip(owner, neighbours, distances):
+            if nb is not None:
+                merged[o].extend((int(a), 1.0 - float(d)) for a, d in zip(nb, dist))
+        return merged
+
+    def __call__(self, mention_texts: list[str], k: int, ef_search: int | None = None,
+                 rerank: bool = True) -> list[list[MentionCandidate]]:
         ef = ef_search or self.ef_search
-        keys = [(" ".join(m.lower().split()), k, ef) for m in mention_texts]
+        rerank = rerank and self.reranker is not None
+        keys = [(" ".join(m.lower().split()), k, ef, rerank) for m in mention_texts]
         todo = sorted({key for key in keys if key not in self.memo})
         if todo:
             if len(self.memo) + len(todo) > self.memo_size:
                 self.memo.clear()
-            queries, owner = [], []
-            for i, (text, _, _) in enumerate(todo):
-                for q in [text] + [d for d, r in derive_aliases(text, heads=False) if r == RANK_DERIVED]:
-                    queries.append(q)
-                    owner.append(i)
-            self.ann_index.setQueryTimeParams({"efSearch": ef})
-            neighbours, distances = self.nmslib_knn_with_zero_vectors(self.vectorizer.transform(queries), k)
-            merged: list[list[tuple[int, float]]] = [[] for _ in todo]
-            for o, nb, dist in zip(owner, neighbours, distances):
-                if nb is not None:
-                    merged[o].extend((int(a), 1.0 - float(d)) for a, d in zip(nb, dist))
-            for key, nbs in zip(todo, merged):
-                self.memo[key] = self._score(key[0], nbs)
+            texts = [key[0] for key in todo]
+            mentions: dict[int, Mention] = {}
+            if rerank:
+                # exact aliases skip the re-ranker: build mentions (a text embedding each) only for the others
+                inexact = [i for i, t in enumerate(texts) if t not in self._alias_id]
+                mentions = dict(zip(inexact, self.reranker.mentions([texts[i] for i in inexact])))
+            for i, (key, nbs) in enumerate(zip(todo, self._neighbours(texts, k, ef))):
+                self.memo[key] = self._score(key[0], nbs, mentions.get(i))
         return [self.memo[key] for key in keys]
 
-    def best(self, mention_texts: list[str], k: int, ef_search: int | None = None) -> list[tuple[str | None, float]]:
+    def candidate_tables(self, texts: list[str], k: int, exclude: list[set[tuple[str, str]]] | None = None,
+                         ef_search: int | None = None) -> list[list[Candidate]]:
+        """Raw candidates per text. `exclude[i]`: (alias, code) pairs text i must not reach (with k
+        extra neighbours to make up for them); the exact-alias shortcut is then off."""
+        texts = [" ".join(t.lower().split()) for t in texts]
+        nbs = self._neighbours(texts, k + 10 if exclude else k, ef_search or self.ef_search)
+        return [self._table(t, nb, exclude[i] if exclude else None)[1] for i, (t, nb) in enumerate(zip(texts, nbs))]
+
+    def best(self, mention_texts: list[str], k: int, ef_search: int | None = None,
+             rerank: bool = True) -> list[tuple[str | None, float]]:
         """(top concept, score) per mention, ordered as EntityLinker orders them (score, then
         concept id); (None, 0.0) when nothing shares a 3-gram with the mention."""
         out = []
-        for cands in self(mention_texts, k, ef_search):
+        for cands in self(mention_texts, k, ef_search, rerank):
             if not cands:
                 out.append((None, 0.0))
                 continue

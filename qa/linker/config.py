@@ -39,6 +39,9 @@ class LinkerConfig:
     k                     ANN neighbours per mention (scispacy EntityLinker `k`)
     threshold             minimum link score kept by `link`
     max_entities_per_mention  candidates kept per mention
+    rerank                re-order a non-exact mention's candidates with the learned re-ranker
+                          (qa/linker/rerank.py), fitted once per index on the KB's own synonyms
+    rerank_queries        synonyms the re-ranker is fitted on
     """
 
     systems: tuple[str, ...] = ("ICD10CM",)
@@ -63,6 +66,8 @@ class LinkerConfig:
     k: int = 30
     threshold: float = 0.7
     max_entities_per_mention: int = 5
+    rerank: bool = True
+    rerank_queries: int = 6000
 
     def __post_init__(self):
         self.systems = tuple(self.systems)
@@ -71,7 +76,7 @@ class LinkerConfig:
         if not self.systems:
             raise ValueError("systems must name at least one code system")
         for name in ("hnsw_m", "ef_construction", "ef_search", "ef_search_windows", "index_threads", "max_pattern_tokens",
-                     "max_window", "min_fuzzy_token_len", "k", "max_entities_per_mention"):
+                     "max_window", "min_fuzzy_token_len", "k", "max_entities_per_mention", "rerank_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.category_vote < 0:

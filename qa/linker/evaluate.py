@@ -19,6 +19,7 @@ from medtok.codes.vocabulary import Vocabulary
 from medtok.paths import shared_data_path
 from qa.linker.candidates import _category
 from qa.linker.config import LinkerConfig
+from qa.metrics import paired_comparison
 from qa.linker.kb import clean_alias, linkable_rows
 from qa.linker.pipeline import CodeLinker
 
@@ -63,10 +64,12 @@ def heldout_alias_accuracy(vocab: Vocabulary, config: LinkerConfig | None = None
     code1 = cat1 = code5 = 0
     e2e_cat = 0
     examples = []
+    cat_hits = []
     for (cid, term), cands in zip(unseen, preds):
         top = cands[0][0] if cands else None
         code1 += top == cid
         cat1 += top is not None and _category(top) == _category(cid)
+        cat_hits.append(top is not None and _category(top) == _category(cid))
         code5 += cid in [c for c, _ in cands[:5]]
         if len(examples) < 10 and top != cid:
             examples.append({"term": term, "gold": cid, "predicted": top})
@@ -74,9 +77,26 @@ def heldout_alias_accuracy(vocab: Vocabulary, config: LinkerConfig | None = None
     for (cid, term), linked in zip(unseen, linker.link_batch([t for _, t in unseen])):
         e2e_cat += any(_category(c.code_id) == _category(cid) for c in linked)
     n = max(len(unseen), 1)
-    return {"terms_sampled": len(items), "terms_evaluated": len(unseen), "still_in_kb": len(items) - len(unseen),
-            "accuracy_at_1_code": code1 / n, "accuracy_at_1_category": cat1 / n, "accuracy_at_5_code": code5 / n,
-            "end_to_end_category_hit": e2e_cat / n, "index_dir": str(linker.directory), "errors_sample": examples}
+    out = {"terms_sampled": len(items), "terms_evaluated": len(unseen), "still_in_kb": len(items) - len(unseen),
+           "accuracy_at_1_code": code1 / n, "accuracy_at_1_category": cat1 / n, "accuracy_at_5_code": code5 / n,
+           "end_to_end_category_hit": e2e_cat / n, "index_dir": str(linker.directory), "errors_sample": examples}
+    gen = linker.artifacts.generator
+    if gen.reranker is not None:  # ablation: the same terms with the lexical order only
+        out["reranker"] = gen.reranker.info
+        saved, gen.reranker = gen.reranker, None
+        gen.memo.clear()
+        try:
+            plain = gen.best([t for _, t in unseen], linker.config.k, rerank=False)
+        finally:
+            gen.reranker = saved
+            gen.memo.clear()
+        plain_hits = [top is not None and _category(top) == _category(cid) for (cid, _), (top, _) in zip(unseen, plain)]
+        out["lexical_only"] = {
+            "accuracy_at_1_code": sum(top == cid for (cid, _), (top, _) in zip(unseen, plain)) / n,
+            "accuracy_at_1_category": sum(plain_hits) / n,
+            # re-ranked minus lexical-only, category level, same terms
+            "paired_category": paired_comparison(plain_hits, cat_hits)}
+    return out
 
 
 _OPTION_RE = re.compile(r"\n[A-J]: ")

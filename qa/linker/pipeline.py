@@ -14,6 +14,7 @@ JSON), so the loaded KB/index is shared through a per-process registry keyed by 
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -32,6 +33,7 @@ from qa.linker.candidates import RankedCandidateGenerator, SpellingCorrector
 from qa.linker.config import LinkerConfig
 from qa.linker.index import FILES, build_index_dir, load_index_dir
 from qa.linker.kb import CodeKnowledgeBase, abbreviation_aliases, clean_alias
+from qa.linker.rerank import CodeReranker
 
 LABEL_ALIAS, LABEL_ABBREVIATION, LABEL_FUZZY = "ALIAS", "ABBREVIATION", "FUZZY"
 # words allowed inside (never at the edge of) a fuzzy window: "carcinoma of lung", "Crohn's disease"
@@ -69,10 +71,32 @@ class LinkerArtifacts:
         self.kb, self.index, self.build_info = load_index_dir(directory, config.ef_search)
         self.generator = RankedCandidateGenerator(self.kb, self.index, vote=config.category_vote,
                                                   ef_search=config.ef_search)
+        if config.rerank:
+            self.generator.reranker = load_or_fit_reranker(directory, self.kb, self.generator, config)
         self.abbreviations = abbreviation_aliases(self.kb)
         self.stop_words = spacy.blank("en").Defaults.stop_words
         self.corrector = SpellingCorrector.from_aliases(self.kb.alias_to_cuis,
                                                         known=self.stop_words | english_words())
+
+
+def load_or_fit_reranker(directory: Path, kb: CodeKnowledgeBase, generator: RankedCandidateGenerator,
+                         config: LinkerConfig) -> CodeReranker:
+    """The index's re-ranker, fitted on first use (tens of seconds) and kept under `directory/reranker_v<format>_<n>/`."""
+    from qa.linker.rerank import FORMAT
+
+    sub = directory / f"reranker_v{FORMAT}_{config.rerank_queries}"
+    if CodeReranker.exists(sub):
+        return CodeReranker.load(sub)
+    t0 = time.perf_counter()
+    reranker = CodeReranker.from_kb(kb)
+    info = reranker.fit(generator, kb, n_queries=config.rerank_queries, k=config.k)
+    info["fit_seconds"] = round(time.perf_counter() - t0, 1)
+    tmp = sub.with_name(sub.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    reranker.save(tmp)
+    shutil.rmtree(sub, ignore_errors=True)
+    tmp.rename(sub)
+    return reranker
 
 
 def english_words() -> set[str]:
@@ -176,7 +200,9 @@ class FuzzyMentions:
         for batch in minibatch(docs, batch_size):
             per_doc = [self.windows(d) for d in batch]
             flat = [_repaired_text(s) for ws in per_doc for s in ws]
-            best = self.art.generator.best(flat, self.cfg.k, self.cfg.ef_search_windows) if flat else []
+            # window detection needs only the score; the re-ranker only re-orders codes
+            best = (self.art.generator.best(flat, self.cfg.k, self.cfg.ef_search_windows, rerank=False)
+                    if flat else [])
             i = 0
             for doc, ws in zip(batch, per_doc):
                 yield self._apply(doc, ws, best[i: i + len(ws)])
