@@ -25,7 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# vLLM does not co-install with the main stack: it gets its own venv (serving path: later issue)
+# vLLM does not co-install with the main stack: it gets its own venv (scripts/serve_check.py)
 .venv-vllm/.installed:
 	test -x .venv-vllm/bin/python || $(PY) -m venv .venv-vllm
 	.venv-vllm/bin/pip install -q torch==2.13.0
