@@ -80,11 +80,13 @@ def qa_examples(tokenizer, questions, target: str = "letter") -> list[tuple[list
 
 
 def alignment_codes(vocab, cfg, excluded: set[str]) -> list[str]:
-    """Up to cfg.align_codes vocabulary codes with a description that appear in no evaluation
-    question (neither as the asked code nor as an option), and, for the ontology set, belong to
-    its training split of codes; a seeded sample."""
+    """Up to cfg.align_codes vocabulary codes of the QA set's systems (`cfg.ontology["systems"]`,
+    the codes questions carry and the default MedTok is trained on) with a description, that
+    appear in no evaluation question (neither as the asked code nor as an option) and, for the
+    ontology set, belong to its training split of codes; a seeded sample."""
     df = vocab.codes
-    ok = df["description"].fillna("").str.strip().ne("") & ~df["code_id"].isin(excluded)
+    ok = (df["description"].fillna("").str.strip().ne("") & ~df["code_id"].isin(excluded)
+          & df["system"].isin(list(cfg.ontology["systems"])))
     if cfg.dataset == "ontology":
         from qa.datasets.ontology import OntologyQAConfig, code_split
 

@@ -83,6 +83,10 @@ def train_stage(model: PrefixLM, examples: list[tuple], stage, *, accelerator, l
             codes, prompts, answers = zip(*[examples[i] for i in idx])
             with accelerator.accumulate(wrapped), _autocast(model):
                 loss = wrapped(code_lists=list(codes), prompt_ids=list(prompts), answer_ids=list(answers))
+                if not loss.requires_grad:
+                    # no trainable path this batch (projector-only stage, no question with a code):
+                    # a zero-gradient step keeps every process in the same collective calls
+                    loss = loss + sum(p.sum() for p in params) * 0.0
                 accelerator.backward(loss / 1.0)
                 opt.step()
                 sched.step()
@@ -161,7 +165,7 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
             model, data["align"], cfg.align, accelerator=accelerator, lora=False, projector=True, name="align",
             ckpt_dir=out_dir / "checkpoints", checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
             seed=cfg.seed, progress=cfg.progress)
-    if "option" in cfg.scorings and accelerator.is_main_process and (prefix or cfg.score_base_before_qa):
+    if "option" in cfg.scorings and accelerator.is_main_process and cfg.score_base_before_qa:
         # before QA training: what the alignment alone gives (prefix arm) / the untrained LM (no prefix)
         res["scores"]["option@pre_qa"] = {s: _record(score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress,
                                                                  "option"), f"{arm} option@pre_qa {s}")
@@ -186,13 +190,43 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
     return res
 
 
+def default_medtok_checkpoint(cfg: FinetuneConfig) -> Path:
+    """The job's own MedTok when none is given: trained on the QA set's code systems only
+    (ICD-10-CM by default), under data/cache/medtok_<systems>."""
+    from medtok.paths import cache_dir
+
+    return cache_dir() / ("medtok_" + "_".join(s.lower() for s in cfg.ontology["systems"]))
+
+
+def ensure_inputs(cfg: FinetuneConfig, accelerator) -> None:
+    """First run of the default job: build the vocabulary and train its MedTok when they are
+    missing (main process; the others wait), so that no argument is needed."""
+    from medtok.paths import default_vocab_dir
+
+    if accelerator.is_main_process:
+        if cfg.vocab_dir is None and not (default_vocab_dir() / "codes.parquet").exists():
+            from medtok.codes.build import build_vocabulary
+
+            print(f"building the vocabulary -> {default_vocab_dir()}", flush=True)
+            build_vocabulary(default_vocab_dir())
+        needs_medtok = cfg.vector_source == "medtok" and any(a != "lora" for a in cfg.arms)
+        ckpt = default_medtok_checkpoint(cfg)
+        if needs_medtok and cfg.medtok_checkpoint is None and not (ckpt / "model.safetensors").exists():
+            from medtok.train import TrainConfig, train
+
+            print(f"training MedTok on {cfg.ontology['systems']} (first run only) -> {ckpt}", flush=True)
+            train(TrainConfig(out_dir=str(ckpt), vocab_dir=cfg.vocab_dir, systems=list(cfg.ontology["systems"]),
+                              steps=cfg.medtok_steps))
+    accelerator.wait_for_everyone()
+
+
 def make_vector_source(cfg: FinetuneConfig, vocab, needed_codes: list[str]):
     """The prefix arm's code vectors, precomputed once into a table (cached on disk)."""
     from llm_adapter.vectors import DescriptionVectors, MedTokVectors, RandomVectors, TableVectors
     from medtok.paths import cache_dir
 
     if cfg.vector_source == "medtok":
-        ckpt = Path(cfg.medtok_checkpoint) if cfg.medtok_checkpoint else cache_dir() / "medtok"
+        ckpt = Path(cfg.medtok_checkpoint) if cfg.medtok_checkpoint else default_medtok_checkpoint(cfg)
         if not (ckpt / "config.json").exists():
             raise FileNotFoundError(f"no MedTok checkpoint at {ckpt}: train one (scripts/train_medtok.py) "
                                     "or set medtok_checkpoint / vector_source=minilm")
@@ -220,6 +254,8 @@ def finetune(cfg: FinetuneConfig, *, lm=None, tokenizer=None, questions=None) ->
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         cfg.save(out / "finetune_config.json")
+    if questions is None:
+        ensure_inputs(cfg, accelerator)
     torch.manual_seed(cfg.seed)
     base_lm, tokenizer = (lm, tokenizer) if lm is not None else load_base_lm(cfg.adapter)
     vocab, train_qs, eval_sets = questions if questions is not None else load_questions(cfg)

@@ -40,8 +40,8 @@ class FinetuneConfig(JsonConfig):
     Stage 2 ("qa", both arms): LoRA (+ projector) on the QA training split, answer-only loss,
     with the answer as the letter after the harness's chat prompt or (default) as the option
     text after "<stem>\nAnswer:". Both arms are scored both ways (`scorings`).
-    Defaults = the measured CPU recipe (README); vector_source="medtok" needs a trained
-    MedTok checkpoint (data/cache/medtok or medtok_checkpoint=...).
+    Defaults = the measured CPU recipe (README). vector_source="medtok" uses `medtok_checkpoint`,
+    or by default a MedTok trained on the QA set's code systems (ICD-10-CM), built on first use.
     """
 
     output_dir: str = "runs/finetune_qa"
@@ -53,7 +53,8 @@ class FinetuneConfig(JsonConfig):
     eval_splits: list | None = None        # default: ["test"] / ["basic", "expert"]
     arms: tuple = ARMS
     vector_source: str = "medtok"          # code vectors of the prefix arm: medtok | minilm | random
-    medtok_checkpoint: str | None = None   # None: data/cache/medtok (trained by `python scripts/train_medtok.py`)
+    medtok_checkpoint: str | None = None   # None: data/cache/medtok_<systems>, trained on first use on ontology.systems
+    medtok_steps: int = 600                # steps of that first-use MedTok training (CPU budget of the demo)
     vocab_dir: str | None = None           # None: data/cache/vocab
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     align: StageConfig = field(default_factory=lambda: StageConfig(steps=120, batch_size=16, lr=3e-3, warmup=10))
@@ -71,7 +72,7 @@ class FinetuneConfig(JsonConfig):
     seed: int = 0
     max_eval_questions: int | None = None
     scorings: tuple = ("letter", "option")  # letter = the QA harness; option = option likelihood
-    score_base_before_qa: bool = True      # also option-score the no-prefix arm before QA training (zero-shot reference)
+    score_base_before_qa: bool = False     # also option-score both arms before QA training (diagnostic, +2 min on CPU)
     progress: bool = True
     threads: int | None = None             # torch intra-op threads (None = torch default); 1 is ~2x faster on a busy shared CPU
     bf16_autocast: bool = True             # bf16 matmuls on CPU (measured 1.9x faster per matmul on this AVX512-BF16 CPU)
@@ -95,6 +96,8 @@ class FinetuneConfig(JsonConfig):
             raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms}")
         if self.vector_source not in ("medtok", "minilm", "random"):
             raise ValueError(f"vector_source must be medtok/minilm/random, got {self.vector_source!r}")
+        if self.medtok_steps < 1:
+            raise ValueError("medtok_steps must be >= 1")
         if self.align_codes < 0 or self.train_eval_size < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
             raise ValueError("align_codes, train_eval_size, eval_every, checkpoint_every must be >= 0")
         if self.train_split is None:

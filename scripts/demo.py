@@ -1,17 +1,16 @@
 """`make demo`: the main job on the embedded default, offline on CPU.
 
 1. builds (or reuses) the vocabulary + knowledge graph and prints its statistics;
-2. trains (or reuses) the MedTok tokenizer at data/cache/medtok (CPU default config);
-3. runs the fine-tuning job with no arguments: LoRA vs LoRA + MedTok prefix on the
-   ontology-derived QA set (held-out codes), SmolLM2-135M; prints the table, writes
+2. runs the fine-tuning job with no arguments, which trains (first run) or reuses its MedTok
+   (ICD-10-CM, data/cache/medtok_icd10cm) and compares LoRA vs LoRA + MedTok prefix on the
+   ontology-derived QA set (held-out codes) with SmolLM2-135M; prints the table, writes
    runs/finetune_qa/results.json and curves.png.
 """
 
 import time
-from pathlib import Path
 
 from medtok.codes.build import build_vocabulary, format_statistics
-from medtok.paths import cache_dir, default_vocab_dir
+from medtok.paths import default_vocab_dir
 
 
 def main() -> None:
@@ -19,19 +18,10 @@ def main() -> None:
     _, _, stats = build_vocabulary(default_vocab_dir())
     print(format_statistics(stats))
 
-    ckpt = cache_dir() / "medtok"
-    if not (ckpt / "model.safetensors").exists():
-        from medtok.train import TrainConfig, train
-
-        print(f"training MedTok (CPU default) -> {ckpt}")
-        train(TrainConfig(out_dir=str(ckpt)))
-    else:
-        print(f"reusing MedTok checkpoint {ckpt}")
-
     from llm_adapter.finetune import finetune
     from llm_adapter.finetune_config import FinetuneConfig
 
-    finetune(FinetuneConfig(medtok_checkpoint=str(ckpt)))
+    finetune(FinetuneConfig())
     print(f"demo wall time {time.perf_counter() - t0:.0f} s")
 
 

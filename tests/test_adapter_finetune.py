@@ -3,6 +3,7 @@ both arms train, are scored by the QA harness, checkpoints/results/plot are writ
 checkpoint reloads to the same predictions, and a resumed run continues where it stopped."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +93,9 @@ def test_alignment_codes_exclude_eval_codes(tmp_path):
     from qa.datasets.ontology import code_split
 
     assert all(code_split(c) == "train" for c in codes)
+    # only the QA set's systems: codes of other systems would reach the prefix with no vector
+    systems = set(vocab.codes["system"])
+    assert len(systems) > 1 and {c.split(":")[0] for c in codes} == set(cfg.ontology["systems"])
 
 
 def test_resume_continues_from_checkpoint(tmp_path, tiny):
@@ -138,3 +142,37 @@ def test_qa_examples_letter_and_option_targets():
     (codes, p, a), = qa_examples(tok, [q], "option")
     assert p == cloze_prompt_ids(tok, q.question) and a == option_ids(tok, q.options[q.answer])
     assert tok.decode(p).endswith("\nAnswer:") and tok.decode(a).strip() == q.options[q.answer][:48].strip()
+
+
+def test_first_run_trains_the_default_medtok_once(tmp_path, monkeypatch):
+    """No checkpoint given: the job trains its own MedTok (QA systems only) once, then reuses it."""
+    import medtok.train
+    from llm_adapter.finetune import default_medtok_checkpoint, ensure_inputs
+
+    monkeypatch.setenv("MEDTOK_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_train(tcfg, *a, **k):
+        calls.append(tcfg)
+        Path(tcfg.out_dir).mkdir(parents=True)
+        (Path(tcfg.out_dir) / "model.safetensors").write_bytes(b"")
+
+    monkeypatch.setattr(medtok.train, "train", fake_train)
+
+    class OneProcess:
+        is_main_process = True
+
+        def wait_for_everyone(self):
+            pass
+
+    cfg = FinetuneConfig(vocab_dir=str(tmp_path / "vocab"), medtok_steps=7)
+    assert default_medtok_checkpoint(cfg) == tmp_path / "cache" / "medtok_icd10cm"
+    ensure_inputs(cfg, OneProcess())
+    ensure_inputs(cfg, OneProcess())
+    assert len(calls) == 1
+    assert calls[0].systems == ["ICD10CM"] and calls[0].steps == 7
+    assert calls[0].out_dir == str(tmp_path / "cache" / "medtok_icd10cm")
+    # an explicit checkpoint, or an arm list without the prefix, never trains one
+    ensure_inputs(FinetuneConfig(vocab_dir=str(tmp_path / "vocab"), medtok_checkpoint="x"), OneProcess())
+    ensure_inputs(FinetuneConfig(vocab_dir=str(tmp_path / "vocab"), arms=("lora",)), OneProcess())
+    assert len(calls) == 1
