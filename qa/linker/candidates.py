@@ -12,6 +12,7 @@ from scispacy.candidate_generation import CandidateGenerator, MentionCandidate
 from qa.linker.index import AliasIndex
 from qa.linker.kb import RANK_DERIVED, CodeKnowledgeBase, derive_aliases
 from qa.linker.rerank import Candidate, CodeReranker, Mention, base_scores
+from qa.linker.rerank import category_of as _category
 
 # Several codes often share an alias at similarity 1.0 ("pneumonia, unspecified organism" is
 # the name of both J18 and J18.9). scispacy then orders them by concept id. We subtract tiny
@@ -21,11 +22,6 @@ from qa.linker.rerank import Candidate, CodeReranker, Mention, base_scores
 _RANK_PENALTY = 1e-4
 _GROUP_PENALTY = 1e-5
 _LENGTH_PENALTY = 1e-7
-
-
-def _category(concept_id: str) -> str:
-    system, code = concept_id.split(":", 1)
-    return f"{system}:{code.replace('.', '')[:3]}"
 
 
 class RankedCandidateGenerator(CandidateGenerator):

@@ -83,13 +83,7 @@ def heldout_alias_accuracy(vocab: Vocabulary, config: LinkerConfig | None = None
     gen = linker.artifacts.generator
     if gen.reranker is not None:  # ablation: the same terms with the lexical order only
         out["reranker"] = gen.reranker.info
-        saved, gen.reranker = gen.reranker, None
-        gen.memo.clear()
-        try:
-            plain = gen.best([t for _, t in unseen], linker.config.k, rerank=False)
-        finally:
-            gen.reranker = saved
-            gen.memo.clear()
+        plain = gen.best([t for _, t in unseen], linker.config.k, rerank=False)  # memo is keyed by `rerank`
         plain_hits = [top is not None and _category(top) == _category(cid) for (cid, _), (top, _) in zip(unseen, plain)]
         out["lexical_only"] = {
             "accuracy_at_1_code": sum(top == cid for (cid, _), (top, _) in zip(unseen, plain)) / n,
