@@ -223,7 +223,6 @@ def ensure_inputs(cfg: FinetuneConfig, accelerator) -> None:
 def make_vector_source(cfg: FinetuneConfig, vocab, needed_codes: list[str]):
     """The prefix arm's code vectors, precomputed once into a table (cached on disk)."""
     from llm_adapter.vectors import DescriptionVectors, MedTokVectors, RandomVectors, TableVectors
-    from medtok.paths import cache_dir
 
     if cfg.vector_source == "medtok":
         ckpt = Path(cfg.medtok_checkpoint) if cfg.medtok_checkpoint else default_medtok_checkpoint(cfg)

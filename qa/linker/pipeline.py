@@ -33,6 +33,7 @@ from qa.linker.candidates import RankedCandidateGenerator, SpellingCorrector
 from qa.linker.config import LinkerConfig
 from qa.linker.index import FILES, build_index_dir, load_index_dir
 from qa.linker.kb import CodeKnowledgeBase, abbreviation_aliases, clean_alias
+from qa.linker.rerank import FORMAT as RERANKER_FORMAT
 from qa.linker.rerank import CodeReranker
 
 LABEL_ALIAS, LABEL_ABBREVIATION, LABEL_FUZZY = "ALIAS", "ABBREVIATION", "FUZZY"
@@ -82,9 +83,7 @@ class LinkerArtifacts:
 def load_or_fit_reranker(directory: Path, kb: CodeKnowledgeBase, generator: RankedCandidateGenerator,
                          config: LinkerConfig) -> CodeReranker:
     """The index's re-ranker, fitted on first use (tens of seconds) and kept under `directory/reranker_v<format>_<n>/`."""
-    from qa.linker.rerank import FORMAT
-
-    sub = directory / f"reranker_v{FORMAT}_{config.rerank_queries}"
+    sub = directory / f"reranker_v{RERANKER_FORMAT}_{config.rerank_queries}"
     if CodeReranker.exists(sub):
         return CodeReranker.load(sub)
     t0 = time.perf_counter()
