@@ -205,7 +205,7 @@ def ensure_inputs(cfg: FinetuneConfig, accelerator) -> None:
 
     if accelerator.is_main_process:
         if cfg.vocab_dir is None and not (default_vocab_dir() / "codes.parquet").exists():
-            from medtok.codes.build import build_vocabulary
+            from medtok.build import build_vocabulary
 
             print(f"building the vocabulary -> {default_vocab_dir()}", flush=True)
             build_vocabulary(default_vocab_dir())

@@ -31,6 +31,7 @@ from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
 from medtok.model.features import impute_missing_text, neighbor_table, random_node_features
 from medtok.model.losses import distance_kl, shared_loss, specific_loss
 from medtok.model.medtok import MedTokModel
+from medtok.loading import load_vocabulary, subset_vocabulary  # noqa: F401 (re-exported)
 
 TRAIN_CONFIG_NAME = "train_config.json"
 STATE_NAME = "training_state.pt"
@@ -78,35 +79,6 @@ class TrainConfig:
 
 
 # ---- data -----------------------------------------------------------------------------
-def subset_vocabulary(vocab, graph, systems: list[str] | None):
-    """The vocabulary and graph restricted to `systems` (edges to other systems dropped)."""
-    if not systems:
-        return vocab, graph
-    from medtok.codes.vocabulary import Vocabulary
-    from medtok.graph.graph import CodeGraph
-
-    keep = vocab.codes["system"].isin(systems).to_numpy()
-    if not keep.any():
-        raise ValueError(f"no codes of systems {systems}; the vocabulary has {vocab.systems}")
-    new = np.full(len(vocab), -1, dtype=np.int64)
-    new[keep] = np.arange(keep.sum())
-    codes = vocab.codes[keep].reset_index(drop=True).copy()
-    kept_ids = set(codes["code_id"])
-    codes["parents"] = [[p for p in ps if p in kept_ids] for ps in codes["parents"]]
-    e = keep[graph.src] & keep[graph.dst]
-    g = CodeGraph(int(keep.sum()), new[graph.src[e]], new[graph.dst[e]], graph.etype[e], graph.edge_type_names)
-    return Vocabulary(codes), g
-
-
-def load_vocabulary(vocab_dir=None, systems=None):
-    from medtok.codes.vocabulary import Vocabulary
-    from medtok.graph.graph import CodeGraph
-    from medtok.paths import default_vocab_dir
-
-    vdir = Path(vocab_dir) if vocab_dir else default_vocab_dir()
-    return subset_vocabulary(Vocabulary.load(vdir), CodeGraph.load(vdir), systems)
-
-
 def heldout_mask(code_ids, kinds, fraction: float) -> np.ndarray:
     """Deterministic held-out set: assignable codes whose sha1(code_id) falls below `fraction`."""
     out = np.zeros(len(code_ids), dtype=bool)

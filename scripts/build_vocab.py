@@ -7,7 +7,7 @@
 import argparse
 import json
 
-from medtok.codes.build import DEFAULT_SYSTEMS, build_vocabulary, format_statistics
+from medtok.build import DEFAULT_SYSTEMS, build_vocabulary, format_statistics
 from medtok.paths import default_vocab_dir
 
 

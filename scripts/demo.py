@@ -9,7 +9,7 @@
 
 import time
 
-from medtok.codes.build import build_vocabulary, format_statistics
+from medtok.build import build_vocabulary, format_statistics
 from medtok.paths import default_vocab_dir
 
 

@@ -12,7 +12,7 @@ import torch
 from llm_adapter.config import AdapterConfig, LoraSettings, ProjectorConfig
 from llm_adapter.finetune import finetune
 from llm_adapter.finetune_config import FinetuneConfig, StageConfig, apply_overrides
-from medtok.codes.toy import toy_vocabulary
+from medtok.toy import toy_vocabulary
 from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa
 from qa.lm import tiny_char_tokenizer, tiny_llama
 

@@ -10,7 +10,7 @@ from llm_adapter.vectors import MedTokVectors, RandomVectors, TableVectors
 
 @pytest.fixture(scope="module")
 def medtok_source(tmp_path_factory):
-    from medtok.codes.toy import toy_vocabulary
+    from medtok.toy import toy_vocabulary
     from medtok.model import MedTokConfig
     from medtok.tokenizer import MedTokTokenizer
     from medtok.train import TrainConfig, train

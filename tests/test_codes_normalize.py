@@ -1,7 +1,7 @@
 import pytest
 
 from medtok.codes.normalize import canonical_system, normalize_code, split_code_id
-from medtok.codes.toy import toy_vocabulary
+from medtok.toy import toy_vocabulary
 from medtok.codes.vocabulary import UnknownCodeError
 
 

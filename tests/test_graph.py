@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from medtok.codes.build import assemble, build_vocabulary, statistics
+from medtok.build import assemble, build_vocabulary, statistics
 from medtok.codes.sources.base import SourceTable, rows_frame
-from medtok.codes.toy import toy_vocabulary
+from medtok.toy import toy_vocabulary
 from medtok.graph.external import attach_external
 from medtok.graph.graph import CodeGraph
 from medtok.paths import shared_data_path

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medtok.codes.toy import toy_vocabulary
+from medtok.toy import toy_vocabulary
 from medtok.codes.vocabulary import Vocabulary
 from qa.linker import CodeLinker, LinkerConfig, build_knowledge_base, derive_aliases
 from qa.linker.candidates import SpellingCorrector, _osa_distance

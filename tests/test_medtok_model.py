@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medtok.codes.toy import toy_vocabulary
+from medtok.toy import toy_vocabulary
 from medtok.codes.vocabulary import UnknownCodeError, Vocabulary
 from medtok.graph.graph import CodeGraph
 from medtok.model import GROUPS, MedTokConfig, MedTokModel

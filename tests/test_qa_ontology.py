@@ -2,7 +2,7 @@
 
 import pytest
 
-from medtok.codes.toy import toy_vocabulary
+from medtok.toy import toy_vocabulary
 from qa.datasets import load_dataset
 from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, code_split
 

@@ -1,0 +1,64 @@
+"""The one internal event form: MEDS (package `meds` 0.4), held as polars frames.
+
+Events: `subject_id` int64, `time` datetime[us] (null = static), `code` str,
+`numeric_value` float32 (nullable), `text_value` str (nullable); a subject's events
+together, sorted by time (static rows first).
+
+Code conventions written by the project's converters (and expected by its tasks):
+- `MEDS_BIRTH` (time = birth), `MEDS_DEATH` (time = death), `GENDER//F` / `GENDER//M` (static);
+- stay markers `HOSPITAL_ADMISSION//<type>` / `HOSPITAL_DISCHARGE//<location>` and
+  `ICU_ADMISSION//<unit>` / `ICU_DISCHARGE//<unit>` (matched by prefix);
+- diagnoses and procedures resolved by the project vocabulary are written as vocabulary
+  code ids (`ICD9CM:428.0`, `ICD10CM:E11.9`, `ICD9PCS:38.93`, `ICD10PCS:0DTJ4ZZ`); codes
+  that do not resolve keep their source spelling under a family prefix
+  (`DIAGNOSIS//ICD9//XXXX`, `PROCEDURE//ICD10//...`) and are counted as unmapped;
+- drugs: `MEDICATION//<ingredient or name, lower case>` (text_value keeps the source name,
+  NDC where given); an ATC code where the offline data maps it is a separate `ATC:<code>`
+  event at the same time.
+MIMIC stamps diagnoses at discharge: their events carry the discharge time, so a task
+predicting during the stay never sees them when its input ends at the prediction time.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+SUBJECT_ID, TIME, CODE, NUMERIC_VALUE, TEXT_VALUE = "subject_id", "time", "code", "numeric_value", "text_value"
+PREDICTION_TIME = "prediction_time"
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    SUBJECT_ID: pl.Int64,
+    TIME: pl.Datetime("us"),
+    CODE: pl.String,
+    NUMERIC_VALUE: pl.Float32,
+    TEXT_VALUE: pl.String,
+}
+
+BIRTH = "MEDS_BIRTH"
+DEATH = "MEDS_DEATH"
+GENDER_PREFIX = "GENDER//"
+ADMISSION_PREFIX = "HOSPITAL_ADMISSION//"
+DISCHARGE_PREFIX = "HOSPITAL_DISCHARGE//"
+ICU_ADMISSION_PREFIX = "ICU_ADMISSION//"
+ICU_DISCHARGE_PREFIX = "ICU_DISCHARGE//"
+MEDICATION_PREFIX = "MEDICATION//"
+ATC_PREFIX = "ATC:"
+DIAGNOSIS_SYSTEMS = ("ICD9CM", "ICD10CM")
+PROCEDURE_SYSTEMS = ("ICD9PCS", "ICD10PCS")
+
+SPLITS = ("train", "tuning", "held_out")   # MEDS split names
+
+
+def empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def conform_events(df: pl.DataFrame) -> pl.DataFrame:
+    """Cast to the event schema (missing optional columns added as nulls) and sort each
+    subject's events by time, static rows first."""
+    for col, dtype in EVENT_SCHEMA.items():
+        if col not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    df = df.select([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()] +
+                   [c for c in df.columns if c not in EVENT_SCHEMA])
+    return df.sort([SUBJECT_ID, TIME], nulls_last=False, maintain_order=True)
