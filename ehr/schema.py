@@ -12,9 +12,12 @@ Code conventions written by the project's converters (and expected by its tasks)
   code ids (`ICD9CM:428.0`, `ICD10CM:E11.9`, `ICD9PCS:38.93`, `ICD10PCS:0DTJ4ZZ`); codes
   that do not resolve keep their source spelling under a family prefix
   (`DIAGNOSIS//ICD9//XXXX`, `PROCEDURE//ICD10//...`) and are counted as unmapped;
-- drugs: `MEDICATION//<ingredient or name, lower case>` (text_value keeps the source name,
-  NDC where given); an ATC code where the offline data maps it is a separate `ATC:<code>`
-  event at the same time.
+- drugs: `MEDICATION//<source name, lower case>` (text_value keeps the source name as
+  written, and the NDC where given, as `<name>|NDC:<11 digits>`); the ingredient's ATC code,
+  where the offline data maps it, is a separate `ATC:<code>` event at the same time (none for
+  line flushes / lock solutions);
+- eICU diagnoses without an ICD code keep their diagnosis string (`DIAGNOSIS//EICU//<path>`)
+  and eICU treatments are `PROCEDURE//EICU//<path>`: kept, counted as unmapped.
 MIMIC stamps diagnoses at discharge: their events carry the discharge time, so a task
 predicting during the stay never sees them when its input ends at the prediction time.
 """
@@ -47,6 +50,22 @@ DIAGNOSIS_SYSTEMS = ("ICD9CM", "ICD10CM")
 PROCEDURE_SYSTEMS = ("ICD9PCS", "ICD10PCS")
 
 SPLITS = ("train", "tuning", "held_out")   # MEDS split names
+
+# Code families for coverage reports: family -> vocabulary system its source codes resolve in
+# (None: the family has no vocabulary; its events count as unmapped by construction).
+FAMILY_SYSTEM: dict[str, str | None] = {
+    "dx_icd9": "ICD9CM", "dx_icd10": "ICD10CM", "px_icd9": "ICD9PCS", "px_icd10": "ICD10PCS",
+    "drug": "ATC",            # resolved = the drug maps to an ATC code (ingredient name or NDC)
+    "dx_text": None,          # eICU diagnosis rows with no ICD code: the diagnosis string is kept
+    "treatment": None,        # eICU treatment strings
+}
+# spelling of a source code that does not resolve: `<prefix><source code>`
+UNMAPPED_PREFIX = {
+    "dx_icd9": "DIAGNOSIS//ICD9//", "dx_icd10": "DIAGNOSIS//ICD10//",
+    "px_icd9": "PROCEDURE//ICD9//", "px_icd10": "PROCEDURE//ICD10//",
+    "dx_text": "DIAGNOSIS//EICU//", "treatment": "PROCEDURE//EICU//",
+}
+NDC_SEPARATOR = "|NDC:"
 
 
 def empty_events() -> pl.DataFrame:
