@@ -8,6 +8,9 @@
   same system pair;
 * the same ratios restricted to held-out codes (never a training centre).
 Token bag of a code: its 4K (id, weight) pairs, weights summed over repeated ids (total mass 4).
+
+`evaluate_checkpoints` is the job behind `scripts/eval_medtok.py` (results dict + JSON file);
+the ablations, which train, live in `medtok.ablations` (inference never imports training).
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medtok.common.atomic import atomic_write_text
 from medtok.model.config import GROUP_REGION, GROUPS
+from medtok.model.text_encoder import benchmark_text_embedder
+from medtok.splits import heldout_mask
+from medtok.tokenizer import MedTokTokenizer
 
 GEM_TYPES = ("gem_icd9_icd10", "gem_icd10_icd9", "gem_icd9pcs_icd10pcs")
 
@@ -112,8 +119,6 @@ def _ratio(bag_i, bag_w, pairs, rand) -> dict:
 
 def evaluate(tokenizer, heldout_fraction: float | None = None, n_pairs: int = 20000, seed: int = 0,
              progress: bool = True) -> dict:
-    from medtok.train import heldout_mask
-
     vocab, graph = tokenizer.vocab, tokenizer.graph
     if heldout_fraction is None:
         heldout_fraction = tokenizer.heldout_fraction
@@ -167,57 +172,42 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 def evaluate_checkpoint(ckpt: str | Path, vocab_dir: str | Path | None = None, out_json: str | Path | None = None,
-                        **kw) -> dict:
-    from medtok.tokenizer import MedTokTokenizer
-
-    tok = MedTokTokenizer.from_pretrained(ckpt, vocab_dir)
+                        device: str | None = None, **kw) -> dict:
+    tok = MedTokTokenizer.from_pretrained(ckpt, vocab_dir, device=device)
     res = evaluate(tok, **kw)
     res["checkpoint"] = str(ckpt)
     res["config"] = tok.model.config.to_dict()
     if out_json:
-        Path(out_json).write_text(json.dumps(res, indent=1))
+        atomic_write_text(out_json, json.dumps(res, indent=1))
     return res
 
 
-ABLATIONS = {
-    "medtok": {},
-    "text_only": {"modalities": "text"},
-    "graph_only": {"modalities": "graph"},
-}
+def evaluate_checkpoints(checkpoints: list[str | Path], vocab_dir: str | Path | None = None, n_pairs: int = 20000,
+                         seed: int = 0, benchmark: bool = False, bench_texts: int = 5000,
+                         out_json: str | Path | None = None, device: str | None = None) -> tuple[dict, Path]:
+    """Evaluate each checkpoint -> ({checkpoint name: result}, path of the JSON written).
+
+    With `benchmark`, also time whole-vocabulary tokenization (second of two runs) and, once, the
+    text embedder on `bench_texts` descriptions (key "_text_embedder_benchmark"). Writes `out_json`
+    (default <first checkpoint>/eval.json)."""
+    results, tok = {}, None
+    for ck in checkpoints:
+        tok = MedTokTokenizer.from_pretrained(ck, vocab_dir, device=device)
+        r = evaluate(tok, n_pairs=n_pairs, seed=seed)
+        r["checkpoint"], r["config"] = str(ck), tok.model.config.to_dict()
+        if benchmark:
+            r["tokenize_benchmark"] = [tok.benchmark_encode_all() for _ in range(2)][-1]
+        results[Path(ck).name] = r
+    if benchmark and tok is not None:
+        results["_text_embedder_benchmark"] = benchmark_description_embedder(
+            tok.vocab, bench_texts, seed, tok.model.config.text_encoder)
+    out = Path(out_json) if out_json else Path(checkpoints[0]) / "eval.json"
+    atomic_write_text(out, json.dumps(results, indent=1))
+    return results, out
 
 
-def run_ablations(tcfg, mcfg, out_root: str | Path, codebook_sizes=(3000,), variants: dict | None = None,
-                  n_pairs: int = 20000, progress: bool = True, vocab=None, graph=None, text_embeddings=None) -> dict:
-    """Train and evaluate each variant with the same budget (steps, batch) as `tcfg`:
-    the full model, text-only and graph-only (paper Fig. 4), and other codebook sizes (Fig. 5A)."""
-    from dataclasses import replace
-
-    from medtok.train import load_vocabulary, train
-    from medtok.tokenizer import MedTokTokenizer
-
-    if vocab is None:
-        vocab, graph = load_vocabulary(tcfg.vocab_dir, tcfg.systems)
-    variants = dict(variants if variants is not None else ABLATIONS)
-    for n in codebook_sizes:
-        variants[f"N={n}"] = {"codebook_size": int(n)}
-    results = {}
-    for name, change in variants.items():
-        out = Path(out_root) / name.replace("=", "")
-        if not (out / "model.safetensors").exists():
-            train(replace(tcfg, out_dir=str(out)), replace(mcfg, **change), vocab=vocab, graph=graph,
-                  text_embeddings=text_embeddings, progress=progress)
-        tok = MedTokTokenizer(*_tok_parts(out, vocab, graph, text_embeddings), heldout_fraction=tcfg.heldout_fraction)
-        r = evaluate(tok, n_pairs=n_pairs, progress=progress)
-        log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
-        r["train"] = {"first_total": log[0]["total"], "last_total": log[-1]["total"], "steps": len(log),
-                      "seconds": log[-1]["elapsed_s"]}
-        results[name] = r
-    return results
-
-
-def _tok_parts(ckpt, vocab, graph, text_embeddings):
-    from medtok.model.medtok import MedTokModel
-    from medtok.train import node_features
-
-    model = MedTokModel.from_pretrained(ckpt)
-    return model, vocab, graph, node_features(vocab, graph, model.config, text_embeddings, progress=False)
+def benchmark_description_embedder(vocab, n_texts: int = 5000, seed: int = 0, model_path: str | None = None,
+                                   batch_size: int = 128, repeats: int = 1) -> dict:
+    """`benchmark_text_embedder` on `n_texts` descriptions sampled from `vocab` (fixed seed)."""
+    texts = list(vocab.codes["description"].sample(n_texts, random_state=seed))
+    return benchmark_text_embedder(texts, model_path, batch_size=batch_size, repeats=repeats)

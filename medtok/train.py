@@ -4,52 +4,79 @@ Each step samples `batch_size` centre codes (never a held-out code), their k-hop
 subgraphs (`CodeGraph.subgraph_batch`), and an augmented view (edge dropout + node
 feature dropout for the graph, feature dropout + Gaussian noise on the frozen text
 embedding for the text). All randomness of step t derives from (seed, step, rank), so
-resuming from a checkpoint replays exactly the steps an uninterrupted run would take.
+resuming from a checkpoint replays exactly the steps an uninterrupted run would take
+(no RNG state needs saving; a kill-and-resume test checks the final weights bitwise).
 
 Held-out codes: a deterministic `heldout_fraction` of assignable codes (kind == "code"),
-chosen by a hash of the code_id. They stay in the graph (their neighbours see them and
-their text embedding is a node feature) but are never a training centre, so their own
-tokens are produced by an encoder that never optimised them (unseen-code evaluation).
+chosen by a hash of the code_id (`medtok.splits.heldout_mask`). They stay in the graph
+(their neighbours see them and their text embedding is a node feature) but are never a
+training centre, so their own tokens are produced by an encoder that never optimised them.
 
-Runs unchanged under `accelerate launch` (batch_size is per process).
+Devices: `TrainConfig.device` ("auto" = CUDA when available, "cpu", "cuda", "cuda:N"). Node
+features and batches are built on the CPU and moved to the device per step. Runs unchanged
+under `accelerate launch`: `batch_size` is per process, or set `global_batch_size` (the
+paper's 1024 is global) and each of the W processes takes global / W.
+
+Checkpoints (`medtok.checkpoint`): model.safetensors + config.json (the model),
+train_config.json, training_state.json (step), optimizer.pt (tensors only, read with
+`torch.load(weights_only=True)`), and the manifest checkpoint.json written last.
+Intermediate ones go to out_dir/checkpoint-<step> through a staged directory; the final one
+to out_dir. `train(..., resume_from="latest")` picks the newest checkpoint that verifies.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
+import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from medtok.checkpoint import (CheckpointError, load_tensors_pt, read_manifest, save_tensors_pt, staged_directory,
+                               verify, write_manifest)
+from medtok.common.atomic import atomic_write_text
+from medtok.common.jsonconfig import JsonConfig
+from medtok.loading import load_vocabulary
 from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
-from medtok.model.features import impute_missing_text, neighbor_table, random_node_features
+from medtok.model.features import neighbor_table, node_features
 from medtok.model.losses import distance_kl, shared_loss, specific_loss
-from medtok.model.medtok import MedTokModel
-from medtok.loading import load_vocabulary, subset_vocabulary  # noqa: F401 (re-exported)
+from medtok.model.medtok import CONFIG_NAME, WEIGHTS_NAME, MedTokModel
+from medtok.splits import heldout_mask
+
+log = logging.getLogger(__name__)
 
 TRAIN_CONFIG_NAME = "train_config.json"
-STATE_NAME = "training_state.pt"
+STATE_NAME = "training_state.json"      # progress (step) as JSON
+OPTIMIZER_NAME = "optimizer.pt"         # optimizer state: tensors and numbers only (weights_only=True)
+LEGACY_STATE_NAME = "training_state.pt"  # older checkpoints: {"optimizer", "step"}, also read with weights_only=True
+CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, TRAIN_CONFIG_NAME, STATE_NAME, OPTIMIZER_NAME)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
+    CONFIG_NAME = TRAIN_CONFIG_NAME
+
     vocab_dir: str | None = None        # None = medtok.paths.default_vocab_dir()
     systems: list | None = None         # train/tokenize only these code systems (None = all)
     out_dir: str = "runs/medtok"
     steps: int = 300
-    batch_size: int = 256
+    batch_size: int = 256               # per process (ignored when global_batch_size is set)
+    global_batch_size: int | None = None  # over all processes; each takes global / world size
     lr: float = 2e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
     heldout_fraction: float = 0.05
-    restart_every: int = 10             # dead-entry restart period (steps)
+    restart_every: int = 10             # dead-entry restart period (steps); restarts are not in the paper
     restart_idle: int = 30              # an entry unused for this many steps is re-seated
     text_aug_dropout: float = 0.1
     text_aug_noise: float = 0.02
@@ -57,10 +84,13 @@ class TrainConfig:
     node_drop: float = 0.1
     save_every: int = 100               # intermediate checkpoints out_dir/checkpoint-<step>
     log_every: int = 1
+    device: str = "auto"                # auto (CUDA when available) | cpu | cuda | cuda:N
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError("steps >= 1 and batch_size >= 2 (in-batch negatives) required")
+        if self.global_batch_size is not None and self.global_batch_size < 2:
+            raise ValueError("global_batch_size must be >= 2 (or None)")
         if self.lr <= 0 or not 0 <= self.heldout_fraction < 1:
             raise ValueError("lr > 0 and heldout_fraction in [0, 1) required")
         for p in ("text_aug_dropout", "edge_drop", "node_drop"):
@@ -68,46 +98,17 @@ class TrainConfig:
                 raise ValueError(f"{p} must be in [0, 1)")
         if self.restart_every < 1 or self.restart_idle < 1 or self.save_every < 1:
             raise ValueError("restart_every, restart_idle, save_every must be >= 1")
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
+            raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
 
-    def save(self, path):
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
-
-    @classmethod
-    def load(cls, path) -> "TrainConfig":
-        d = json.loads(Path(path).read_text())
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
-
-
-# ---- data -----------------------------------------------------------------------------
-def heldout_mask(code_ids, kinds, fraction: float) -> np.ndarray:
-    """Deterministic held-out set: assignable codes whose sha1(code_id) falls below `fraction`."""
-    out = np.zeros(len(code_ids), dtype=bool)
-    if fraction <= 0:
-        return out
-    for i, (cid, kind) in enumerate(zip(code_ids, kinds)):
-        if kind == "code":
-            h = int.from_bytes(hashlib.sha1(cid.encode()).digest()[:8], "big") / 2 ** 64
-            out[i] = h < fraction
-    return out
-
-
-def node_features(vocab, graph, config: MedTokConfig, text_embeddings: np.ndarray | None = None,
-                  progress: bool = True) -> torch.Tensor:
-    """[V, text_dim] node features: cached frozen-encoder embeddings of the descriptions
-    (imputed from neighbours where a description is empty), or random ids for the graph-only ablation."""
-    if config.modalities == "graph":
-        return random_node_features(len(vocab), config.text_dim)
-    if text_embeddings is None:
-        from medtok.model.text_encoder import cached_text_embeddings
-
-        texts = [str(t or "") for t in vocab.codes["description"]]
-        text_embeddings = cached_text_embeddings(texts, config.text_encoder, progress=progress)
-    if text_embeddings.shape != (len(vocab), config.text_dim):
-        raise ValueError(f"text embeddings {text_embeddings.shape} != ({len(vocab)}, text_dim={config.text_dim})")
-    has_text = vocab.codes["description"].fillna("").str.strip().to_numpy() != ""
-    if not has_text.all():
-        text_embeddings = impute_missing_text(text_embeddings, has_text, graph.src, graph.dst)
-    return torch.from_numpy(np.ascontiguousarray(text_embeddings, dtype=np.float32))
+    def per_process_batch(self, world_size: int) -> int:
+        """Centre codes per process and step."""
+        if self.global_batch_size is None:
+            return self.batch_size
+        if self.global_batch_size % world_size or self.global_batch_size // world_size < 2:
+            raise ValueError(f"global_batch_size {self.global_batch_size} must split into >= 2 per process "
+                             f"over {world_size} processes")
+        return self.global_batch_size // world_size
 
 
 # ---- one training step as a module (so DDP sees a single forward) ---------------------------
@@ -145,13 +146,13 @@ class MedTokTrainingModule(nn.Module):
 
 def make_batch(graph, x: torch.Tensor, train_rows: np.ndarray, mcfg: MedTokConfig, tcfg: TrainConfig,
                step: int, rank: int = 0):
-    """Inputs of step `step`: everything random here derives from (seed, step, rank)."""
+    """Inputs of step `step`, on the CPU: everything random here derives from (seed, step, rank)."""
     rng = np.random.default_rng([tcfg.seed, step, rank])
     centers = rng.choice(train_rows, tcfg.batch_size, replace=len(train_rows) < tcfg.batch_size)
     if mcfg.modalities == "text":  # text-only ablation: no graph context at all
         n_id = torch.from_numpy(centers)
-        ei = torch.empty(2, 0, dtype=torch.long)
-        ci = torch.arange(len(centers))
+        ei = torch.empty(2, 0, dtype=torch.long, device="cpu")
+        ci = torch.arange(len(centers), device="cpu")
     else:
         batch = graph.subgraph_batch(centers, mcfg.num_hops, mcfg.max_neighbors, rng)
         n_id, ei, ci = batch.n_id, batch.edge_index, batch.center_index
@@ -164,15 +165,117 @@ def make_batch(graph, x: torch.Tensor, train_rows: np.ndarray, mcfg: MedTokConfi
     return x[n_id], ei, ci, keys, ei[:, keep_edge], node_keep
 
 
+def make_accelerator(device: str) -> Accelerator:
+    """The Accelerator for `TrainConfig.device` (one process, or one per GPU under `accelerate launch`)."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return Accelerator(cpu=True)
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"TrainConfig.device={device!r} but CUDA is not available")
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(int(device.split(":")[1]))
+    return Accelerator()
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+def save_checkpoint(model: MedTokModel, opt, step: int, tcfg: TrainConfig, directory: Path) -> None:
+    """Every file atomically, then the manifest over all of them (written last)."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    tcfg.save(directory / TRAIN_CONFIG_NAME)
+    save_tensors_pt(opt.state_dict(), directory / OPTIMIZER_NAME)
+    atomic_write_text(directory / STATE_NAME, json.dumps({"step": int(step)}) + "\n")
+    write_manifest(directory, list(CHECKPOINT_FILES), step=int(step))
+
+
+def checkpoint_step(directory: str | Path) -> int | None:
+    """The training step of a complete, undamaged checkpoint at `directory`; None otherwise."""
+    directory = Path(directory)
+    m = read_manifest(directory)
+    if m is None or not set(CHECKPOINT_FILES) <= set(m["files"]) or verify(directory):
+        return None
+    try:
+        return int(json.loads((directory / STATE_NAME).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest checkpoint under `out_dir` (out_dir itself or checkpoint-<step>) that verifies;
+    damaged or incomplete ones are skipped with a logged message."""
+    out = Path(out_dir)
+    steps = [p for p in out.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    best, best_step = None, -1
+    for d in [out] + sorted(steps, key=lambda p: -int(p.name.split("-")[1])):
+        if not d.is_dir() or not ((d / WEIGHTS_NAME).exists() or (d / "checkpoint.json").exists()):
+            continue
+        step = checkpoint_step(d)
+        if step is None:
+            log.warning("skipping checkpoint %s: %s", d, verify(d) or "incomplete (no training state)")
+        elif step > best_step:
+            best, best_step = d, step
+    return best
+
+
+def load_training_state(directory: str | Path) -> tuple[MedTokConfig, dict, dict, int]:
+    """(model config, model weights, optimizer state, step) of a checkpoint; CheckpointError if it
+    is incomplete or damaged. Never unpickles objects (weights_only=True)."""
+    d = Path(directory)
+    if (d / "checkpoint.json").exists():
+        if checkpoint_step(d) is None:
+            raise CheckpointError(f"cannot resume from {d}: {verify(d) or 'incomplete (no training state)'}; "
+                                  "resume_from='latest' picks the newest checkpoint that verifies")
+        step = int(json.loads((d / STATE_NAME).read_text())["step"])
+        opt_state = load_tensors_pt(d / OPTIMIZER_NAME)
+    elif (d / LEGACY_STATE_NAME).exists():  # checkpoints written before the manifest existed
+        try:
+            legacy = load_tensors_pt(d / LEGACY_STATE_NAME)
+            step, opt_state = int(legacy["step"]), legacy["optimizer"]
+        except Exception as e:
+            raise CheckpointError(f"cannot resume from {d}: {d / LEGACY_STATE_NAME} is unreadable ({e})") from e
+    else:
+        raise CheckpointError(f"cannot resume from {d}: no training state in it")
+    try:
+        mcfg = MedTokConfig.load_saved(d / CONFIG_NAME)
+        weights = load_file(d / WEIGHTS_NAME)
+    except Exception as e:
+        raise CheckpointError(f"cannot resume from {d}: {e}") from e
+    return mcfg, weights, opt_state, step
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Keep the log records of steps <= last_step (a killed run may have logged past its checkpoint)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut by the kill
+            continue
+        if rec.get("step", 0) <= last_step:
+            keep.append(line)
+    atomic_write_text(path, "".join(x + "\n" for x in keep))
+
+
+# ---- the loop ------------------------------------------------------------------------------
 def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str | Path | None = None,
           vocab=None, graph=None, text_embeddings: np.ndarray | None = None, progress: bool = True) -> Path:
-    """Train MedTok and write the final checkpoint to `tcfg.out_dir`; returns that path."""
-    from accelerate import Accelerator
+    """Train MedTok and write the final checkpoint to `tcfg.out_dir`; returns that path.
 
-    if resume_from is not None:
-        mcfg = MedTokConfig.load(Path(resume_from) / "config.json")
+    resume_from: a checkpoint directory (its model config is used), or "latest" for the newest
+    checkpoint under `tcfg.out_dir` that verifies (a fresh start when there is none).
+    """
+    out = Path(tcfg.out_dir)
+    if resume_from == "latest":
+        resume_from = latest_checkpoint(out)
+        if resume_from is None:
+            log.warning("no usable checkpoint under %s: starting from step 0", out)
+    state = load_training_state(resume_from) if resume_from is not None else None
+    if state is not None:
+        mcfg = state[0]
     mcfg = mcfg or MedTokConfig()
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = make_accelerator(tcfg.device)
+    run_cfg = replace(tcfg, batch_size=tcfg.per_process_batch(acc.num_processes), global_batch_size=None)
     if vocab is None:
         vocab, graph = load_vocabulary(tcfg.vocab_dir, tcfg.systems)
     x = node_features(vocab, graph, mcfg, text_embeddings, progress=progress and acc.is_main_process)
@@ -183,21 +286,19 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
     model = MedTokModel(mcfg)
     start = 0
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    if resume_from is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(Path(resume_from) / "model.safetensors"))
-        state = torch.load(Path(resume_from) / STATE_NAME, weights_only=False)
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-    module = MedTokTrainingModule(model, tcfg)
+    if state is not None:
+        model.load_state_dict(state[1])
+        opt.load_state_dict(state[2])
+        start = state[3]
+    module = MedTokTrainingModule(model, run_cfg)
     module, opt = acc.prepare(module, opt)
-    out = Path(tcfg.out_dir)
     log_path = out / "train_log.jsonl"
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         if start == 0 and log_path.exists():
             log_path.unlink()
+        elif start > 0:
+            _truncate_log(log_path, start)
     bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc="medtok",
                disable=not (progress and acc.is_main_process))
     q_model = acc.unwrap_model(module).model.quantizer
@@ -205,7 +306,7 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
     for step in bar:
         # seeded per step: dropout masks / aug noise replay identically after a resume
         torch.manual_seed(tcfg.seed * 1_000_003 + step * 101 + acc.process_index)
-        inputs = make_batch(graph, x, train_rows, mcfg, tcfg, step, acc.process_index)
+        inputs = make_batch(graph, x, train_rows, mcfg, run_cfg, step, acc.process_index)
         module.train()
         total, logs, q, emb = module(*[t.to(acc.device) for t in inputs])
         opt.zero_grad(set_to_none=True)
@@ -216,7 +317,8 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
         q_model.mark_used(torch.cat([q[g].indices for g in GROUPS]))
         restarted = 0
         if (step + 1) % tcfg.restart_every == 0:
-            g = torch.Generator().manual_seed(tcfg.seed * 7919 + step)
+            # CPU generator and samples: the same entries are re-seated on CPU and CUDA
+            g = torch.Generator(device="cpu").manual_seed(tcfg.seed * 7919 + step)
             for region in ("text", "graph", "shared"):
                 samples = torch.cat([emb[gr].detach() for gr in GROUPS if GROUP_REGION[gr] == region])
                 restarted += q_model.restart_dead(region, samples.cpu(), tcfg.restart_idle, g)
@@ -231,13 +333,12 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
             with log_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
         if acc.is_main_process and ((step + 1) % tcfg.save_every == 0 or step + 1 == tcfg.steps):
-            target = out if step + 1 == tcfg.steps else out / f"checkpoint-{step + 1}"
-            save_checkpoint(acc.unwrap_model(module).model, opt, step + 1, tcfg, target)
+            if step + 1 == tcfg.steps:
+                save_checkpoint(acc.unwrap_model(module).model, opt, step + 1, tcfg, out)
+            else:
+                with staged_directory(out / f"checkpoint-{step + 1}") as tmp:
+                    save_checkpoint(acc.unwrap_model(module).model, opt, step + 1, tcfg, tmp)
+    if acc.is_main_process and start >= tcfg.steps and Path(resume_from).resolve() != out.resolve():
+        save_checkpoint(acc.unwrap_model(module).model, opt, start, tcfg, out)  # nothing left to train
     acc.wait_for_everyone()
     return out
-
-
-def save_checkpoint(model: MedTokModel, opt, step: int, tcfg: TrainConfig, directory: Path) -> None:
-    model.save_pretrained(directory)
-    tcfg.save(directory / TRAIN_CONFIG_NAME)
-    torch.save({"optimizer": opt.state_dict(), "step": step}, directory / STATE_NAME)

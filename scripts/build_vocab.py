@@ -11,7 +11,7 @@ from medtok.build import DEFAULT_SYSTEMS, build_vocabulary, format_statistics
 from medtok.paths import default_vocab_dir
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(default_vocab_dir()))
     ap.add_argument("--systems", nargs="+", default=DEFAULT_SYSTEMS)
@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--kg-hetionet", help="Hetionet directory (nodes TSV + SIF edges)")
     ap.add_argument("--force", action="store_true", help="rebuild even if the cache matches")
     ap.add_argument("--json", help="also write the statistics here")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     _, _, stats = build_vocabulary(a.out, a.systems, a.extra_codes, a.atc_file, a.kg_mondo, a.kg_primekg,
                                    a.kg_hetionet, force=a.force)
     print(format_statistics(stats))

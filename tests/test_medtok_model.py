@@ -1,6 +1,7 @@
 """Training, resume, save/load and the tokenizer API on the toy vocabulary (tiny model)."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -8,13 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medtok.toy import toy_vocabulary
 from medtok.codes.vocabulary import UnknownCodeError, Vocabulary
 from medtok.graph.graph import CodeGraph
+from medtok.loading import subset_vocabulary
 from medtok.model import GROUPS, MedTokConfig, MedTokModel
-from medtok.model.features import impute_missing_text, neighbor_table
+from medtok.model.features import impute_missing_text, neighbor_table, node_features
+from medtok.splits import heldout_mask
 from medtok.tokenizer import MedTokTokenizer
-from medtok.train import TrainConfig, heldout_mask, train
+from medtok.toy import toy_vocabulary
+from medtok.train import CHECKPOINT_FILES, TrainConfig, make_batch, train
 
 TINY = dict(text_dim=24, gnn_hidden=32, embed_dim=16, codebook_size=60, top_k=3, attn_heads=2, max_neighbors=6)
 
@@ -50,7 +53,7 @@ def test_training_lowers_loss_and_writes_checkpoint(trained):
     first = np.mean([r["total"] for r in log[:5]])
     last = np.mean([r["total"] for r in log[-5:]])
     assert last < first
-    for name in ("config.json", "train_config.json", "model.safetensors", "training_state.pt"):
+    for name in CHECKPOINT_FILES + ("checkpoint.json",):
         assert (trained / name).exists() and (trained / "checkpoint-15" / name).exists()
     assert MedTokConfig.load(trained / "config.json").codebook_size == 60
 
@@ -62,7 +65,7 @@ def test_resume_equals_uninterrupted_run(toy, trained, tmp_path):
     a, b = load_file(trained / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+        assert torch.equal(a[k], b[k]), k  # bitwise: every draw of step t is seeded by (seed, step)
     # and the resumed run did move away from the checkpoint it started from
     c = load_file(trained / "checkpoint-15" / "model.safetensors")
     assert not torch.allclose(a["quantizer.codebook"], c["quantizer.codebook"])
@@ -116,8 +119,6 @@ def test_heldout_codes_never_trained_but_tokenized(toy, trained):
     held = heldout_mask(v.codes["code_id"], v.codes["kind"], 0.1)
     assert held.any() and (v.codes["kind"][held] == "code").all()
     assert np.array_equal(held, heldout_mask(v.codes["code_id"], v.codes["kind"], 0.1))  # deterministic
-    from medtok.train import make_batch, node_features
-
     tc = TrainConfig(batch_size=32, heldout_fraction=0.1)
     mc = MedTokConfig(**TINY)
     x = node_features(v, g, mc, emb)
@@ -183,8 +184,6 @@ def test_other_graph_encoders_run(toy, kind, tmp_path):
 
 
 def test_subset_vocabulary_keeps_only_chosen_systems(toy):
-    from medtok.train import subset_vocabulary
-
     v, g, _ = toy
     v9, g9 = subset_vocabulary(v, g, ["ICD9CM"])
     assert set(v9.codes["system"]) == {"ICD9CM"} and len(v9) == (v.codes["system"] == "ICD9CM").sum()
@@ -195,8 +194,6 @@ def test_subset_vocabulary_keeps_only_chosen_systems(toy):
 
 
 def test_token_table_is_cached_beside_checkpoint(toy, trained, tmp_path):
-    import shutil
-
     v, g, emb = toy
     ck = tmp_path / "ck"
     shutil.copytree(trained, ck)
@@ -217,3 +214,42 @@ def test_token_table_is_cached_beside_checkpoint(toy, trained, tmp_path):
     tok3.model.tokenize_graph = lambda *a, **k: calls.append(1) or orig(*a, **k)
     tok3.encode(["A00.1"])
     assert calls == [1]
+
+
+@pytest.mark.parametrize("change", ["graph", "features"])
+def test_token_table_not_reused_after_a_graph_or_feature_change(toy, trained, tmp_path, change):
+    """The cache key covers the graph and the node features: a changed one recomputes the table."""
+    v, g, emb = toy
+    ck = tmp_path / "ck"
+    shutil.copytree(trained, ck)
+    MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g, text_embeddings=emb).encode(["A00.1"])  # writes the table
+    assert (ck / "token_table.npz").exists()
+    if change == "graph":  # drop every GEM edge: same codes, same descriptions, different neighbourhoods
+        keep = np.isin(np.array(g.edge_type_names)[g.etype], ["is_a"])
+        g2, emb2 = CodeGraph(g.num_nodes, g.src[keep], g.dst[keep], g.etype[keep], g.edge_type_names), emb
+    else:  # another text encoder: same codes and graph, other features
+        rng = np.random.default_rng(1)
+        g2, emb2 = g, (emb + 0.5 * rng.normal(size=emb.shape)).astype(np.float32)
+    tok = MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g2, text_embeddings=emb2)
+    got = tok.encode_all(progress=False)
+    fresh = MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g2, text_embeddings=emb2)
+    fresh._table_cache = None  # computed from scratch, no file involved
+    want = fresh.encode_all(progress=False)
+    assert torch.equal(got.ids, want.ids) and torch.equal(got.weights, want.weights)
+    stale = MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g, text_embeddings=emb)
+    stale._table_cache = None
+    assert not torch.equal(stale.encode_all(progress=False).ids, want.ids)  # the change matters
+
+
+def test_cache_table_false_neither_reads_nor_writes_the_table(toy, trained, tmp_path):
+    v, g, emb = toy
+    ck = tmp_path / "ck"
+    shutil.copytree(trained, ck)
+    (ck / "token_table.npz").unlink(missing_ok=True)
+    tok = MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g, text_embeddings=emb, cache_table=False)
+    enc = tok.encode_all(progress=False)
+    assert not (ck / "token_table.npz").exists()
+    (ck / "token_table.npz").write_bytes(b"not a table")  # would be reported and recomputed if it were read
+    again = MedTokTokenizer.from_pretrained(ck, vocab=v, graph=g, text_embeddings=emb, cache_table=False)
+    assert torch.equal(again.encode_all(progress=False).ids, enc.ids)
+    assert (ck / "token_table.npz").read_bytes() == b"not a table"

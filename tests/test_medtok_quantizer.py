@@ -7,7 +7,7 @@ import torch
 
 from medtok.model.config import MedTokConfig
 from medtok.model.losses import alignment, distance_kl, info_nce, orthogonality, shared_loss, specific_loss
-from medtok.model.quantizer import RegionQuantizer
+from medtok.model.quantizer import RegionQuantizer, smallest_k
 
 
 def make_vq(l2_norm=False, k=2, temperature=1.0, alpha=0.25):
@@ -101,15 +101,39 @@ def test_alignment_orthogonality_kl_by_hand():
     assert distance_kl(da, db).item() == pytest.approx(0.5 * (kl_pq + kl_qp), rel=1e-5)
 
 
-def test_composite_losses_combine_terms():
-    torch.manual_seed(1)
-    t = [torch.randn(6, 4) for _ in range(6)]
-    sh = shared_loss(t[0], t[1], t[2], t[3], beta=0.3, temperature=0.1)
-    assert sh["shared"].item() == pytest.approx(
-        (info_nce(t[0], t[1], 0.1) + info_nce(t[1], t[0], 0.1) - 0.3 * alignment(t[2], t[3])).item(), rel=1e-6)
-    sp = specific_loss(t[0], t[1], t[2], t[3], t[4], t[5], lam=0.2, temperature=0.1)
-    want = info_nce(t[0], t[1], 0.1) + info_nce(t[2], t[3], 0.1) + 0.2 * (orthogonality(t[0], t[4]) + orthogonality(t[2], t[5]))
-    assert sp["specific"].item() == pytest.approx(want.item(), rel=1e-6)
+def test_shared_loss_by_hand():
+    """L_shared = NCE(t->g) + NCE(g->t) - beta * align, on 2 x 2 tensors computed by hand."""
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    e_t = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    e_g = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    t, beta = 0.5, 0.3
+    # q_t = q_g = I: each row's logits are (1/t, 0) with the positive first -> CE = log(1 + e^{-1/t})
+    nce = 2 * math.log(1 + math.exp(-1 / t))            # both directions: 0.2538560
+    align = (1 / math.sqrt(2) + 1) / 2                   # cosines 1/sqrt2 and 1: 0.8535534
+    sh = shared_loss(q, q, e_t, e_g, beta=beta, temperature=t)
+    assert sh["shared_nce"].item() == pytest.approx(nce, rel=1e-6)
+    assert sh["shared_align"].item() == pytest.approx(align, rel=1e-6)
+    # one -beta, not the paper's -2 beta (documented deviation): 0.2538560 - 0.3 * 0.8535534
+    assert sh["shared"].item() == pytest.approx(-0.0022100, abs=1e-6)
+
+
+def test_specific_loss_by_hand():
+    """L_specific = NCE(q_t^s -> q_t^s') + NCE(q_g^s -> q_g^s') + lambda (orth_t + orth_g), by hand."""
+    eye = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    swap = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    aug = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    t, lam = 0.5, 0.2
+    c = 1 / math.sqrt(2)
+    # text: rows (1,0)->(1,0) vs (1,1)/sqrt2 and (0,1)->(1,1)/sqrt2 vs (1,0)
+    nce_t = (-math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(c / t)))
+             - math.log(math.exp(c / t) / (1 + math.exp(c / t)))) / 2
+    nce_g = math.log(1 + math.exp(-1 / t))                 # identical views, as in the shared test
+    orth = math.sqrt(2) / 2                                # ||I^T P||_F / 2 = ||I^T I||_F / 2
+    sp = specific_loss(eye, aug, eye, eye, swap, eye, lam=lam, temperature=t)
+    assert sp["specific_nce"].item() == pytest.approx(nce_t + nce_g, rel=1e-6)
+    assert sp["specific_orth"].item() == pytest.approx(2 * orth, rel=1e-6)
+    assert sp["specific"].item() == pytest.approx(nce_t + nce_g + lam * 2 * orth, rel=1e-6)
+    assert sp["specific"].item() == pytest.approx(0.7398554, rel=1e-6)  # 0.3301 + 0.1269 + 0.2828
 
 
 def test_dead_entry_restart_reseats_only_idle_entries():
@@ -147,8 +171,6 @@ def test_nearest_without_distance_matrix_matches_full_topk():
 
 
 def test_smallest_k_is_exactly_topk():
-    from medtok.model.quantizer import smallest_k
-
     g = torch.Generator().manual_seed(0)
     for n, k in [(4000, 4), (1000, 8), (64, 4), (96, 3)]:
         s = torch.randn(257, n, generator=g)

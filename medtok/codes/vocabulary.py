@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from medtok.codes.normalize import canonical_system, make_code_id, normalize_code, split_code_id
+from medtok.common.atomic import atomic_path
 
 COLUMNS = ["code_id", "system", "code", "description", "parents", "synonyms", "kind"]
 # bare codes (no system prefix) are tried in this order
@@ -60,7 +61,8 @@ class Vocabulary:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "codes.parquet"
-        self.codes[COLUMNS].to_parquet(path, index=False)
+        with atomic_path(path) as tmp:  # a killed build never leaves a truncated table
+            self.codes[COLUMNS].to_parquet(tmp, index=False)
         return path
 
     # ---- lookup -------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from medtok.codes.normalize import normalize_code
 from medtok.codes.vocabulary import COLUMNS, Vocabulary
 from medtok.graph.graph import CodeGraph
 
@@ -76,7 +77,6 @@ class _Attacher:
             return None
         sys_, code = code_id.split(":", 1)
         sys_ = {"ICD9": "ICD9CM", "ICD10": "ICD10CM"}.get(sys_, sys_)
-        from medtok.codes.normalize import normalize_code
         norm = normalize_code(code, sys_)
         return self.index.get(f"{sys_}:{norm}") if norm else None
 

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medtok.common.atomic import atomic_path, atomic_write_text
+
 EDGE_TYPES = [
     "is_a",            # child -> parent, every hierarchy
     "gem_icd9_icd10",  # ICD-9-CM -> ICD-10-CM (GEM forward)
@@ -53,10 +55,12 @@ class CodeGraph:
         return pd.DataFrame({"src": self.src, "dst": self.dst, "type": names[self.etype]})
 
     def save(self, directory: str | Path) -> None:
+        """graph/edges.parquet and graph/meta.json, each written atomically."""
         d = Path(directory) / "graph"
         d.mkdir(parents=True, exist_ok=True)
-        self.to_frame().to_parquet(d / "edges.parquet", index=False)
-        (d / "meta.json").write_text(json.dumps({"num_nodes": self.num_nodes, "edge_types": self.edge_type_names}, indent=1))
+        with atomic_path(d / "edges.parquet") as tmp:
+            self.to_frame().to_parquet(tmp, index=False)
+        atomic_write_text(d / "meta.json", json.dumps({"num_nodes": self.num_nodes, "edge_types": self.edge_type_names}, indent=1))
 
     @classmethod
     def load(cls, directory: str | Path) -> "CodeGraph":
@@ -140,7 +144,7 @@ class CodeGraph:
         ei = torch.from_numpy(np.stack([np.concatenate([s, d]), np.concatenate([d, s])]))
         et = torch.from_numpy(np.concatenate([t, t]))
         return Data(n_id=torch.from_numpy(nodes), edge_index=ei, edge_type=et,
-                    center=torch.tensor([0]), num_nodes=len(nodes))
+                    center=torch.tensor([0], device="cpu"), num_nodes=len(nodes))
 
     def subgraph_batch(self, centers, num_hops: int = 2, max_neighbors: int = 16,
                        rng: np.random.Generator | None = None):

@@ -1,15 +1,17 @@
 """Configuration of the MedTok tokenizer model (Su et al. 2025, Section 3).
 
 One dataclass, validated on construction and saved as `config.json` beside every
-checkpoint. The defaults are the CPU-sized model; the paper's model differs only in
-the training budget (see `medtok.train.TrainConfig`) and N (12k or 21k entries).
+checkpoint (`medtok.common.jsonconfig.JsonConfig`: a config a user writes rejects unknown
+keys; one saved beside a checkpoint loads with a warning naming the keys it ignores). The
+defaults are the CPU-sized model; the paper's model differs only in the training budget
+(see `medtok.recipes.PAPER_PRESET`) and N (12k or 21k entries).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
+
+from medtok.common.jsonconfig import JsonConfig
 
 GRAPH_ENCODERS = ("gcn", "gat", "sage")
 MODALITIES = ("both", "text", "graph")
@@ -19,7 +21,7 @@ GROUP_REGION = {"text_specific": "text", "graph_specific": "graph", "shared_text
 
 
 @dataclass
-class MedTokConfig:
+class MedTokConfig(JsonConfig):
     text_encoder: str | None = None      # HF / sentence-transformers path; None = packaged all-MiniLM-L6-v2
     text_dim: int = 384                  # width of the frozen text embeddings (node features)
     graph_encoder: str = "sage"          # gcn | gat | sage (torch-geometric)
@@ -75,24 +77,3 @@ class MedTokConfig:
             out[name] = (start, start + size)
             start += size
         return out
-
-    # ---- persistence ------------------------------------------------------
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["region_fractions"] = list(self.region_fractions)
-        return d
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MedTokConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown MedTokConfig keys {sorted(unknown)}")
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "MedTokConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -4,6 +4,11 @@ e_t^c: the code's text query attends over the graph-encoder states of its neighb
        (the code itself + up to `max_neighbors` direct neighbours);
 e_g^c: the code's graph query attends over the text embeddings of the same nodes.
 Each code has its own padded key set, so one call handles a whole batch.
+
+Deviation from the paper (Eq. 1-2 are plain softmax attention): each block adds a residual
+connection and a LayerNorm, `LayerNorm(query + Dropout(attn))`, as the official MedTok code
+does (one block per direction here, two stacked layers there). The residual keeps the code's
+own projected query in e^c, so the shared tokens cannot drift away from the code itself.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class CrossAttentionBlock(nn.Module):
         k, v = kv.view(b, l, 2, h, d // h).permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         attn = self.out(attn.reshape(b, d))
+        # not in Eq. 1-2: residual + LayerNorm (module docstring)
         return self.norm(query + self.dropout(attn))
 
 

@@ -1,9 +1,34 @@
-"""Node features and neighbourhood tables shared by training and inference."""
+"""Node features and neighbourhood tables shared by training and inference.
+
+Node features live on the CPU (they are data: the frozen text embeddings of the whole
+vocabulary); training moves each batch's rows to the model's device, tokenization moves the
+whole table once.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from medtok.model.config import MedTokConfig
+from medtok.model.text_encoder import cached_text_embeddings
+
+
+def node_features(vocab, graph, config: MedTokConfig, text_embeddings: np.ndarray | None = None,
+                  progress: bool = True) -> torch.Tensor:
+    """[V, text_dim] float32 CPU node features: cached frozen-encoder embeddings of the descriptions
+    (imputed from neighbours where a description is empty), or random ids for the graph-only ablation."""
+    if config.modalities == "graph":
+        return random_node_features(len(vocab), config.text_dim)
+    if text_embeddings is None:
+        texts = [str(t or "") for t in vocab.codes["description"]]
+        text_embeddings = cached_text_embeddings(texts, config.text_encoder, progress=progress)
+    if text_embeddings.shape != (len(vocab), config.text_dim):
+        raise ValueError(f"text embeddings {text_embeddings.shape} != ({len(vocab)}, text_dim={config.text_dim})")
+    has_text = vocab.codes["description"].fillna("").str.strip().to_numpy() != ""
+    if not has_text.all():
+        text_embeddings = impute_missing_text(text_embeddings, has_text, graph.src, graph.dst)
+    return torch.from_numpy(np.ascontiguousarray(text_embeddings, dtype=np.float32))
 
 
 def neighbor_table(src: np.ndarray, dst: np.ndarray, num_nodes: int, cap: int, rows: np.ndarray | None = None,
@@ -37,7 +62,7 @@ def neighbor_table(src: np.ndarray, dst: np.ndarray, num_nodes: int, cap: int, r
 def random_node_features(num_nodes: int, dim: int, seed: int = 0) -> torch.Tensor:
     """Unit-norm random node ids: the input of the graph-only ablation (no text anywhere)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.nn.functional.normalize(torch.randn(num_nodes, dim, generator=g), dim=-1)
+    return torch.nn.functional.normalize(torch.randn(num_nodes, dim, generator=g, device="cpu"), dim=-1)
 
 
 def impute_missing_text(emb: np.ndarray, has_text: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:

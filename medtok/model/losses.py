@@ -10,6 +10,19 @@ checked against a hand computation.
 with q' the quantized vectors of an augmented view, align the mean cosine of matched
 pairs, and orth = ||Z_s^T Z_c||_F / B on row-normalised Z (0 when the specific and shared
 spaces are orthogonal).
+
+Deviations from the paper's Section 3 that live here (behaviour unchanged, kept on purpose):
+* L_shared: the paper (and the official code, which adds NCE(t->g) - beta*align and
+  NCE(g->t) - beta*align) has -2*beta*align; here it is -beta*align, i.e. our beta = 0.1 is the
+  paper's beta = 0.05. The alignment term is a cosine of unit vectors, bounded in [-1, 1].
+* L_specific (Eq. 8): the paper's term contrasts the specific token together with the other
+  modality's shared token, NCE([q_t^s; ê_g^c] -> [q_t^s'; ê_g^c]) (the official code
+  concatenates them); here ê_g^c is left out, NCE(q_t^s -> q_t^s'): it is identical in both
+  views, so with it the contrast can be solved from the shared part instead of the specific token.
+* orth: row-normalised and divided by B, so its scale does not grow with batch size or
+  vector norm (the official code takes the raw Frobenius norm of Z_s^T Z_c).
+* align: cosine of the cross-modal embeddings e_t^c, e_g^c (the official code aligns the two
+  modality features before cross-attention).
 """
 
 from __future__ import annotations
@@ -47,11 +60,14 @@ def distance_kl(dist_a: torch.Tensor, dist_b: torch.Tensor, temperature: float =
 def shared_loss(q_t, q_g, e_t, e_g, beta: float, temperature: float = 0.07) -> dict[str, torch.Tensor]:
     nce = info_nce(q_t, q_g, temperature) + info_nce(q_g, q_t, temperature)
     align = alignment(e_t, e_g)
+    # paper: -2 * beta * align (one -beta per direction); one -beta here (module docstring)
     return {"shared_nce": nce, "shared_align": align, "shared": nce - beta * align}
 
 
 def specific_loss(q_ts, q_ts_aug, q_gs, q_gs_aug, q_tc, q_gc, lam: float,
                   temperature: float = 0.07) -> dict[str, torch.Tensor]:
+    # Eq. 8 contrasts [q^s; e^c of the other modality] across views; the shared part, the same in
+    # both views, is left out here (module docstring)
     nce = info_nce(q_ts, q_ts_aug, temperature) + info_nce(q_gs, q_gs_aug, temperature)
     orth = orthogonality(q_ts, q_tc) + orthogonality(q_gs, q_gc)
     return {"specific_nce": nce, "specific_orth": orth, "specific": nce + lam * orth}

@@ -4,6 +4,10 @@ Per code i with text embedding h_t (frozen encoder) and graph state h_g (GNN, ce
     e_t^s = W_t h_t,  e_g^s = W_g h_g                        modality-specific (d)
     e_t^c, e_g^c = CrossModalAttention(...)                  cross-modal (Eq. 1-2)
 and the four embeddings are quantized in their regions (text / graph / shared / shared).
+
+Checkpoints: `config.json` + `model.safetensors` + the `checkpoint.json` manifest
+(`medtok.checkpoint`), each written atomically; `from_pretrained` verifies them and raises
+`CheckpointError` naming the damaged file instead of loading it.
 """
 
 from __future__ import annotations
@@ -11,9 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from medtok.checkpoint import MANIFEST_NAME, CheckpointError, verify, write_manifest
+from medtok.common.atomic import atomic_path
 from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
 from medtok.model.cross_attention import CrossModalAttention
 from medtok.model.graph_encoder import GraphEncoder
@@ -74,16 +82,21 @@ class MedTokModel(nn.Module):
         x [V, text_dim], edge_index [2, E] both directions, key_table [V, L] (see
         `features.neighbor_table`). Returns ids [n, 4, K] int64, weights [n, 4, K], vectors [n, 4, d].
         Batches of ~1k codes keep each [batch, region] score matrix cache-resident (1.5x faster than 4k).
+        The inputs may live anywhere: they are moved to the model's device for the computation, and
+        the table comes back on the CPU (it is cached on disk and looked up row by row).
         """
         was_training = self.training
         self.eval()
+        dev = self.quantizer.codebook.device
+        x, edge_index, key_table = x.to(dev), edge_index.to(dev), key_table.to(dev)
         states = self.graph_encoder(x, edge_index)
         kv = self.node_kv(x, states)
-        rows = torch.arange(len(x)) if rows is None else rows
+        rows = torch.arange(len(x), device=dev) if rows is None else rows.to(dev)
         K, d = self.config.top_k, self.config.embed_dim
-        ids = torch.empty(len(rows), 4, K, dtype=torch.long)
-        weights = torch.empty(len(rows), 4, K)
-        vectors = torch.empty(len(rows), 4, d)
+        cpu = torch.device("cpu")
+        ids = torch.empty(len(rows), 4, K, dtype=torch.long, device=cpu)
+        weights = torch.empty(len(rows), 4, K, dtype=torch.float32, device=cpu)
+        vectors = torch.empty(len(rows), 4, d, dtype=torch.float32, device=cpu)
         for start in tqdm(range(0, len(rows), batch_size), desc="tokenize", disable=not progress):
             r = rows[start:start + batch_size]
             out = self.quantize(self.embed(x, states, r, key_table[r], kv=kv), with_distances=False)
@@ -95,22 +108,30 @@ class MedTokModel(nn.Module):
         return ids, weights, vectors
 
     # ---- persistence ----------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
+    MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
+    def save_pretrained(self, directory: str | Path) -> None:
+        """config.json + model.safetensors (each atomically), then the manifest over both."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory / CONFIG_NAME)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_NAME)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        write_manifest(directory, list(self.MODEL_FILES))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "MedTokModel":
-        from safetensors.torch import load_file
-
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "MedTokModel":
+        """Load and verify a checkpoint (manifest digests when it has one, else parse + shape
+        checks); `CheckpointError` names the damaged file. `device`: where to put the model."""
         directory = Path(directory)
         if not (directory / WEIGHTS_NAME).exists():
             raise FileNotFoundError(f"no MedTok checkpoint at {directory} (missing {WEIGHTS_NAME})")
-        model = cls(MedTokConfig.load(directory / CONFIG_NAME))
-        model.load_state_dict(load_file(directory / WEIGHTS_NAME))
+        if (directory / MANIFEST_NAME).exists() and (reason := verify(directory)):
+            raise CheckpointError(f"MedTok checkpoint not loaded: {reason}")
+        try:
+            model = cls(MedTokConfig.load_saved(directory / CONFIG_NAME))
+            model.load_state_dict(load_file(directory / WEIGHTS_NAME))
+        except (SafetensorError, ValueError, RuntimeError, OSError) as e:  # parse / shape errors
+            raise CheckpointError(f"MedTok checkpoint {directory} is damaged: {e}") from e
         model.eval()
-        return model
+        return model.to(device) if device is not None else model

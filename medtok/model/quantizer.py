@@ -4,11 +4,25 @@ Each embedding e is quantized against its own region only: the K nearest entries
 c_1..c_K (squared Euclidean distance; on the unit sphere when `l2_norm`) are mixed with
 weights w = softmax(-dist / temperature) over those K, q = sum_k w_k c_k. The output
 uses the straight-through estimator (forward value q, gradient of e), and the loss is
-    L_C = ||sg[e] - q||^2 + alpha * ||e - sg[q]||^2          (Eq. 5)
+    L_C = ||sg[e] - q||^2 + alpha * ||e - sg[q]||^2          (Eq. 5, weighted as VQ-VAE)
 Interface as vector-quantize-pytorch: `quantized, indices, loss = vq(x, region)`; the
 returned tuple also carries `.weights`, `.distances` and the named `.breakdown`, and
 `get_output_from_indices(indices, weights)` rebuilds the quantized vectors from tokens.
 Indices are global rows of C, so a token id means the same thing in every group.
+
+Deviations from the paper's Section 3 that live here (the full table is in the notes / README):
+* Eq. 5: the weights follow VQ-VAE (van den Oord et al. 2017) and the official MedTok code --
+  codebook term weight 1 with the stop-gradient on e, commitment term weight alpha with the
+  stop-gradient on q -- not the weighting written in the paper's text.
+* Straight-through: `e + sg[q - e]` (forward value q, identity gradient to e), the standard
+  estimator; the form printed in the paper differs from it (a typo, per the review in issue 9).
+* With `l2_norm` both e and the entries are unit-normalised before distances, loss and the
+  straight-through step (the official code normalises for the distances only).
+* Dead-entry restarts (`restart_dead`) are not in the paper: an entry unused for
+  `restart_idle` steps is re-seated on a random recent embedding, which keeps usage near 100%.
+
+Device rule: every tensor made here is created on the device of the data it meets (the
+codebook's, or the input's), so the same code runs on CPU and CUDA.
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ def smallest_k(score: torch.Tensor, k: int, block: int = 8) -> tuple[torch.Tenso
         return score.topk(k, dim=-1, largest=False)
     groups = n // block
     best = score.view(b, block, groups).amin(1).topk(k, dim=-1, largest=False).indices   # [b, k]
-    cols = (best.unsqueeze(-1) + groups * torch.arange(block)).view(b, k * block)
+    cols = (best.unsqueeze(-1) + groups * torch.arange(block, device=score.device)).view(b, k * block)
     vals, j = score.gather(1, cols).topk(k, dim=-1, largest=False)
     return vals, cols.gather(1, j)
 
@@ -100,40 +114,51 @@ class RegionQuantizer(nn.Module):
         indices = top_i + self.regions[region][0]
         q = (weights.unsqueeze(-1) * entries[indices]).sum(-2)
         if torch.is_grad_enabled():
+            # Eq. 5 as VQ-VAE weights it (see the module docstring): the codebook term moves the
+            # entries towards sg[e], alpha * commitment keeps e near sg[q]
             codebook = F.mse_loss(q, x.detach())
             commitment = F.mse_loss(x, q.detach())
         else:  # inference: the loss is not needed, skip two passes over the batch
-            codebook = commitment = torch.zeros(())
+            codebook = commitment = x.new_zeros(())
         loss = codebook + self.alpha * commitment
-        quantized = x + (q - x).detach()  # straight-through
+        # straight-through e + sg[q - e]: forward value q, gradient of e (the paper's printed form differs)
+        quantized = x + (q - x).detach()
         return VQOutput(quantized, indices, loss, weights, dist,
                         {"codebook": codebook, "commitment": commitment})
 
     def get_output_from_indices(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Quantized vectors from token ids [..., K] and weights [..., K] (uniform when None)."""
+        """Quantized vectors from token ids [..., K] and weights [..., K] (uniform when None),
+        on the codebook's device whatever device the ids come from (e.g. a table on the CPU)."""
+        entries = self.entries()
+        indices = indices.to(entries.device)
         if weights is None:
-            weights = torch.full(indices.shape, 1.0 / indices.shape[-1], device=indices.device)
-        return (weights.unsqueeze(-1) * self.entries()[indices]).sum(-2)
+            weights = torch.full(indices.shape, 1.0 / indices.shape[-1], device=entries.device, dtype=entries.dtype)
+        return (weights.to(entries.device, entries.dtype).unsqueeze(-1) * entries[indices]).sum(-2)
 
-    # ---- usage bookkeeping / dead-entry restarts (training only) ----------------
+    # ---- usage bookkeeping / dead-entry restarts (training only; not in the paper) ----------------
     @torch.no_grad()
     def mark_used(self, indices: torch.Tensor) -> None:
-        used = torch.zeros(self.num_embeddings, dtype=torch.bool, device=indices.device)
-        used[indices.reshape(-1)] = True
+        used = torch.zeros(self.num_embeddings, dtype=torch.bool, device=self.idle_steps.device)
+        used[indices.reshape(-1).to(used.device)] = True
         self.idle_steps += 1
         self.idle_steps[used] = 0
 
     @torch.no_grad()
     def restart_dead(self, region: str, samples: torch.Tensor, max_idle: int, generator: torch.Generator,
                      noise: float = 0.05) -> int:
-        """Re-seat entries of `region` idle for >= max_idle steps on random `samples` (+ noise)."""
+        """Re-seat entries of `region` idle for >= max_idle steps on random `samples` (+ noise).
+
+        Not part of the paper (see the module docstring). The random draws come from
+        `generator` on its own device (a CPU generator gives the same picks on CPU and CUDA);
+        the new rows are moved to the codebook's device before they are written."""
         lo, hi = self.regions[region]
         dead = torch.nonzero(self.idle_steps[lo:hi] >= max_idle).flatten() + lo
         if len(dead) == 0 or len(samples) == 0:
             return 0
-        pick = torch.randint(len(samples), (len(dead),), generator=generator)
-        new = self.prepare(samples.detach()[pick])
-        new = new + noise * torch.randn(new.shape, generator=generator) / self.dim ** 0.5
-        self.codebook.data[dead] = new
+        pick = torch.randint(len(samples), (len(dead),), generator=generator, device=generator.device)
+        new = self.prepare(samples.detach()[pick.to(samples.device)])
+        noise_draw = torch.randn(new.shape, generator=generator, device=generator.device)
+        new = new + noise * noise_draw.to(new.device) / self.dim ** 0.5
+        self.codebook.data[dead] = new.to(self.codebook.device, self.codebook.dtype)
         self.idle_steps[dead] = 0
         return int(len(dead))
