@@ -7,9 +7,9 @@ import pytest
 
 from medtok.paths import shared_data_path
 from qa.datasets import load_dataset
-from qa.datasets.common import resolve_answer, MalformedRecord
-from qa.datasets.mc_file import load_mc_file, parse_mc_records
-from qa.datasets.meddx import difficulty, load_meddx, parse_meddx, split_query
+from qa.datasets.common import DatasetFileError, MalformedRecord, resolve_answer
+from qa.datasets.mc_file import load_mc_file, parse_mc_bytes, parse_mc_records
+from qa.datasets.meddx import difficulty, load_meddx, parse_meddx, parse_meddx_bytes, split_query
 
 GOOD = [
     {"query": "Which drug treats X?\nA: alpha\nB: beta\nC: gamma\nD: delta\n", "answer": "C", "sim_level_std": 0.05},
@@ -164,3 +164,111 @@ def test_resolve_answer_forms():
     for bad in (None, True, 3, "D", 1.5):
         with pytest.raises(MalformedRecord):
             resolve_answer(bad, opts)
+
+
+# ---- files users bring: bad lines, layouts, encodings ---------------------------------------
+def _q(i, answer="B"):
+    return {"question": f"Q{i}?", "options": ["x", "y"], "answer": answer}
+
+
+def test_jsonl_line_that_is_not_json_is_reported_with_its_line_and_skipped(tmp_path, caplog):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps(_q(0)) + "\n\n" + '{"question": "broken", "options": ["x",\n' + json.dumps(_q(1)) + "\n")
+    with caplog.at_level(logging.WARNING, logger="qa.datasets"):
+        qs = load_dataset("jsonl", path)
+    assert [q.question for q in qs] == ["Q0?", "Q1?"]  # the good records are kept
+    assert [q.id for q in qs] == ["q-0", "q-2"]  # numbering does not shift past the bad line
+    assert "skipped 1 of 3" in caplog.text and "record 1 (line 3): not valid JSON" in caplog.text
+    _, issues = parse_mc_bytes(path.read_bytes(), "jsonl")
+    assert [(i.index, i.line) for i in issues] == [(1, 3)]
+
+
+def test_json_object_mapping_ids_to_records_keeps_the_ids(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"0001": _q(0, "A"), "0002": {**_q(1), "id": "own"}, "0003": "not a record"}))
+    qs, issues = parse_mc_bytes(path.read_bytes(), "json")
+    assert [(q.id, q.answer) for q in qs] == [("0001", 0), ("0002", 1)]
+    assert qs[1].meta["source_id"] == "own"  # the record's own id is kept too
+    assert [(i.index, i.reason) for i in issues] == [(2, "entry '0003' is str, not a record")]
+    assert [q.id for q in load_mc_file(path)] == ["0001", "0002"]
+    # the other layouts still work: a list, {"data": [...]}, a single record
+    for doc in ([_q(0)], {"version": 1, "data": [_q(0)]}, _q(0)):
+        path.write_text(json.dumps(doc))
+        assert [q.question for q in load_mc_file(path)] == ["Q0?"]
+
+
+def test_unreadable_json_file_raises_dataset_file_error_with_position(tmp_path):
+    path = tmp_path / "cut.json"
+    path.write_text(json.dumps([_q(0), _q(1)], indent=1)[:-20])
+    with pytest.raises(DatasetFileError, match=r"not valid JSON: .*\(line \d+, column \d+\)"):
+        load_mc_file(path)
+    path.write_text(json.dumps({"train": [_q(0)], "test": [_q(1)]}))
+    with pytest.raises(DatasetFileError, match="exactly one list"):
+        load_mc_file(path)
+    # a .json file holding JSON lines (as MedQA ships) is read line by line
+    path.write_text(json.dumps(_q(0)) + "\n" + json.dumps(_q(1)) + "\n")
+    assert len(load_mc_file(path)) == 2
+
+
+def test_csv_unterminated_quote_costs_one_row(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('question,A,B,answer\nQ0?,x,y,B\n"Q1 never closes,x,y,A\nQ2?,x,y,A\n"Q3\nspans lines",x,y,B\n'
+                    'Q4?,x,y,B,extra\n')
+    qs, issues = parse_mc_bytes(path.read_bytes(), "csv", stem="q")
+    assert [(q.question, q.answer) for q in qs] == [("Q0?", 1), ("Q2?", 0), ("Q3\nspans lines", 1)]
+    assert [(i.index, i.line) for i in issues] == [(1, 3), (4, 7)]
+    assert "unterminated or stray quote" in issues[0].reason and "5 fields, the header has 4" in issues[1].reason
+
+
+def test_bytes_that_are_not_utf8_reject_only_their_record(tmp_path):
+    good = [json.dumps(_q(i)).encode() for i in range(3)]
+    bad = json.dumps({"question": "caf\u00e9", "options": ["x", "y"], "answer": "A"}, ensure_ascii=False).encode().replace(
+        "\u00e9".encode(), b"\xe9")  # Latin-1 byte in a UTF-8 file
+    qs, issues = parse_mc_bytes(b"\n".join([good[0], bad, good[1], good[2]]), "jsonl")
+    assert [q.question for q in qs] == ["Q0?", "Q1?", "Q2?"]
+    assert issues[0].index == 1 and "not valid UTF-8" in issues[0].reason
+    # UTF-8 with a BOM and UTF-16 (Excel's "Unicode text") read as text
+    rows = [_q(0), _q(1)]
+    for data in (b"\xef\xbb\xbf" + json.dumps(rows).encode(), json.dumps(rows).encode("utf-16")):
+        assert len(parse_mc_bytes(data, "json")[0]) == 2
+
+
+def test_wrong_types_and_huge_values_are_malformed_records():
+    recs = [{"question": {"text": "Q"}, "options": ["x", "y"], "answer": "A"},   # question is an object
+            {"question": "Q", "options": [["x"], "y"], "answer": "A"},           # option is a list
+            {"question": "Q", "options": ["x", "y"], "answer": 10 ** 5000},      # index too long to print
+            {"question": "Q", "options": ["x", "y"], "answer": "1" * 5000},      # digit string over the int limit
+            {"question": "Q", "options": ["x", "y"], "answer": "A", "codes": 7},  # codes not a list
+            {"question": "Q", "options": ["x", "y"], "answer": float("inf")},
+            {"question": "Q", "options": ["x", "y"], "answer": "\u00b2"}]        # a digit that is not decimal
+    qs, issues = parse_mc_records(recs)
+    assert not qs and [i.index for i in issues] == list(range(len(recs)))
+    assert all(len(i.reason) < 200 for i in issues)
+    assert "too long to print" in issues[2].reason and "too many digits" in issues[3].reason
+
+
+def test_meddx_bad_lines_values_and_id_mapping(tmp_path):
+    good = GOOD[0]
+    text = "\n".join([json.dumps(good), "{broken", json.dumps({**good, "sim_level_std": 10 ** 400}),
+                      json.dumps({**good, "sim_level_std": -0.5}), json.dumps({**good, "sim_level_std": True}),
+                      json.dumps(GOOD[1])])
+    qs, issues = parse_meddx_bytes(text.encode())
+    assert [q.id for q in qs] == ["meddx-0", "meddx-5"]
+    assert [(i.index, i.line) for i in issues] == [(1, 2), (2, 3), (3, 4), (4, 5)]
+    assert "not valid JSON" in issues[0].reason and "sim_level_std" in issues[1].reason
+    assert qs[0].meta["query"] == good["query"]  # the published text, for tools that read it whole
+    path = tmp_path / "ddx.json"
+    path.write_text(json.dumps({"ddx-a": GOOD[0], "ddx-b": GOOD[1]}))
+    assert [q.id for q in load_meddx(path)] == ["ddx-a", "ddx-b"]
+
+
+def test_stable_fraction_is_the_base_layer_helper_with_the_same_assignment():
+    import hashlib
+
+    from medtok.common import hashing
+    from qa.datasets import common
+
+    assert common.stable_fraction is hashing.stable_fraction  # one helper, re-exported
+    for key, salt in [("Which drug treats X?", "meddx-0"), ("ICD10CM:E11.9", "ontology-split-0")]:
+        digest = hashlib.blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
+        assert common.stable_fraction(key, salt) == int.from_bytes(digest, "big") / 2.0 ** 64

@@ -2,6 +2,12 @@
 
 Each system has one canonical spelling (the one its publisher prints). Dots are
 inserted by position, so undotted EHR spellings (MIMIC stores `4280`) resolve.
+
+Contract (property-tested in tests/test_property_parsers.py): `normalize_code` never raises;
+it returns the canonical spelling or None ("malformed"), and the canonical spelling is a fixed
+point (normalising it again gives it back). `Vocabulary.normalize` turns None into
+`UnknownCodeError`. Block ranges are accepted only in their published shape (`E08-E13`,
+`390-459`, `01-05`), and no code may hold control characters or lone surrogates.
 """
 
 from __future__ import annotations
@@ -24,10 +30,18 @@ _ICD9DX_RE = re.compile(r"^([0-9]{3}[0-9]{0,2}|V[0-9]{2}[0-9]{0,2}|E[0-9]{3}[0-9
 _ICD9PX_RE = re.compile(r"^[0-9]{2}[0-9]{0,2}$")
 _ICD10PCS_RE = re.compile(r"^[0-9A-HJ-NP-Z]{1,7}$")
 _ATC_RE = re.compile(r"^[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?$")
+# block / section ranges as the sources print them (every range in the built vocabulary has one
+# of these shapes); anything else with a dash is malformed
+_ICD10CM_RANGE_RE = re.compile(r"^[A-Z][0-9][0-9A-Z]-[A-Z][0-9][0-9A-Z]$")
+_ICD9DX_RANGE_RE = re.compile(r"^([0-9]{3}|V[0-9]{2}|E[0-9]{3})-([0-9]{3}|V[0-9]{2}|E[0-9]{3})$")
+_ICD9PX_RANGE_RE = re.compile(r"^[0-9]{2}-[0-9]{2}$")
+# C0 / C1 control characters (NUL, newlines, escapes) and lone surrogates (bytes that were not
+# UTF-8): never part of a code
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def canonical_system(system: str) -> str:
-    key = system.strip().upper().replace("_", "-")
+    key = str(system).strip().upper().replace("_", "-")
     if key in SYSTEM_ALIASES:
         return SYSTEM_ALIASES[key]
     key2 = key.replace("-", "")
@@ -35,12 +49,14 @@ def canonical_system(system: str) -> str:
 
 
 def _undot(code: str) -> str:
+    # `$` in the patterns would accept one trailing newline: strip() removes it, and
+    # normalize_code rejects control characters left inside before any rule runs
     return code.strip().upper().replace(".", "").replace(" ", "")
 
 
 def normalize_icd10cm(code: str) -> str | None:
     c = _undot(code)
-    if "-" in c or re.fullmatch(r"CH[0-9]{2}", c):  # block range (E08-E13) or chapter node (CH04)
+    if _ICD10CM_RANGE_RE.match(c) or re.fullmatch(r"CH[0-9]{2}", c):  # block (E08-E13) or chapter (CH04)
         return c
     if not _ICD10CM_RE.match(c):
         return None
@@ -49,7 +65,7 @@ def normalize_icd10cm(code: str) -> str | None:
 
 def normalize_icd9cm(code: str) -> str | None:
     c = _undot(code)
-    if "-" in c:  # section range such as 390-459
+    if _ICD9DX_RANGE_RE.match(c):  # section range such as 390-459
         return c
     if not _ICD9DX_RE.match(c):
         return None
@@ -59,7 +75,7 @@ def normalize_icd9cm(code: str) -> str | None:
 
 def normalize_icd9pcs(code: str) -> str | None:
     c = _undot(code)
-    if "-" in c:
+    if _ICD9PX_RANGE_RE.match(c):
         return c
     if not _ICD9PX_RE.match(c):
         return None
@@ -86,9 +102,13 @@ _RULES = {
 
 
 def normalize_code(code: str, system: str) -> str | None:
-    """Canonical spelling of `code` in `system` (no prefix), or None if malformed."""
+    """Canonical spelling of `code` in `system` (no prefix), or None if malformed.
+
+    Never raises: anything that is not text, or holds control characters, is malformed."""
+    if not isinstance(code, str) or _CONTROL_RE.search(code.strip()):
+        return None
     rule = _RULES.get(system)
-    if rule is None:
+    if rule is None:  # systems without a spelling rule (LOINC, RXNORM, user systems): trimmed text
         c = code.strip()
         return c or None
     return rule(code)

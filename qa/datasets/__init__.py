@@ -3,6 +3,9 @@
     meddx     MedDDx JSON (default path ../shared/data/qa/MedDDx.json; `hf_id=` for the hub)
     mc_file   a JSON / JSONL / CSV multiple-choice file (path required)
     ontology  questions generated from the code vocabulary (path = vocabulary dir, optional)
+
+Malformed records are logged with their index (and line) and skipped; a file that cannot be
+read as records at all raises `DatasetFileError` (a ValueError).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from qa.datasets.common import ParseIssue, filter_split
+from qa.datasets.common import DatasetFileError, MalformedRecord, ParseIssue, filter_split
 from qa.datasets.mc_file import load_mc_file
 from qa.datasets.meddx import load_meddx
 from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, load_ontology
@@ -38,5 +41,6 @@ def load_dataset(name: str, path: str | Path | None = None, split: str | None = 
     return REGISTRY[key](path, split=split, **kwargs)
 
 
-__all__ = ["load_dataset", "dataset_names", "REGISTRY", "ParseIssue", "filter_split", "load_meddx",
+__all__ = ["load_dataset", "dataset_names", "REGISTRY", "ParseIssue", "MalformedRecord", "DatasetFileError",
+           "filter_split", "load_meddx",
            "load_mc_file", "load_ontology", "build_ontology_qa", "OntologyQAConfig", "MCQuestion"]

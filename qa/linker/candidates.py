@@ -6,7 +6,6 @@ import re
 from collections import Counter
 from typing import Iterable
 
-import numpy as np
 from scispacy.candidate_generation import CandidateGenerator, MentionCandidate
 
 from qa.linker.index import AliasIndex

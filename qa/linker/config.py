@@ -1,10 +1,15 @@
-"""One dataclass configures the whole linker; it is saved as JSON beside the index."""
+"""One dataclass configures the whole linker; it is saved as JSON beside the index.
+
+On the project's JsonConfig: a config a user writes (`LinkerConfig.load`, `from_dict`) rejects
+unknown keys; the config saved beside an index (`from_index`) may come from a newer version and
+is loaded with a warning naming the keys it ignores."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from medtok.common.jsonconfig import JsonConfig
 
 # fields that change the built KB / index (and therefore its cache key); the others
 # only change how mentions are found and scored and may differ between runs
@@ -13,7 +18,7 @@ BUILD_FIELDS = ("systems", "include_groups", "exclude_prefixes", "derived_aliase
 
 
 @dataclass
-class LinkerConfig:
+class LinkerConfig(JsonConfig):
     """Knobs of the offline code linker.
 
     systems               code systems linked to (KB built over these only); default diagnoses
@@ -91,13 +96,16 @@ class LinkerConfig:
     def build_key(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k in BUILD_FIELDS}
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
-
     @classmethod
-    def load(cls, path: str | Path, **overrides) -> "LinkerConfig":
-        data = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+    def from_index(cls, path: str | Path) -> "LinkerConfig":
+        """The config saved beside an index (`config.json`): keys of a newer version are ignored
+        with a warning."""
+        return cls.load_saved(path)
+
+    def with_overrides(self, **overrides) -> "LinkerConfig":
+        """A copy with runtime `overrides` (None values ignored; a name that is no field is an
+        error); validated again."""
+        unknown = sorted(set(overrides) - self._known_keys())
+        if unknown:
+            raise ValueError(f"unknown LinkerConfig fields {unknown}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,10 @@ def build_index_dir(vocab: Vocabulary, config: LinkerConfig | None = None, *,
     kb = build_knowledge_base(vocab, config, exclude, graph)
     t_kb = time.perf_counter() - t0
     if verbose:
+        # progress goes to stderr: stdout is for results (`link_codes.py --json` must stay parseable)
         print(f"[linker] KB: {len(kb.cui_to_entity)} codes, {len(kb.alias_to_cuis)} aliases ({t_kb:.1f}s); "
-              f"building HNSW index (M={config.hnsw_m}, efConstruction={config.ef_construction}) ...", flush=True)
+              f"building HNSW index (M={config.hnsw_m}, efConstruction={config.ef_construction}) ...",
+              file=sys.stderr, flush=True)
     index = AliasIndex.build(kb.alias_to_cuis.keys(), config)
     # write into a temporary sibling, then rename: a crashed build never looks complete
     tmp = directory.with_name(directory.name + ".tmp")
@@ -141,7 +144,7 @@ def build_index_dir(vocab: Vocabulary, config: LinkerConfig | None = None, *,
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
     if verbose:
-        print(f"[linker] index built in {index.build_seconds:.1f}s -> {directory}", flush=True)
+        print(f"[linker] index built in {index.build_seconds:.1f}s -> {directory}", file=sys.stderr, flush=True)
     return directory
 
 
@@ -150,7 +153,7 @@ def load_index_dir(directory: str | Path, ef_search: int | None = None) -> tuple
     if not is_index_dir(directory):
         missing = [f for f in FILES if not (directory / f).exists()]
         raise FileNotFoundError(f"{directory} is not a linker index (missing {missing})")
-    config = LinkerConfig.load(directory / "config.json")
+    config = LinkerConfig.from_index(directory / "config.json")
     kb = CodeKnowledgeBase.load(directory)
     index = AliasIndex.load(directory, ef_search or config.ef_search)
     info = json.loads((directory / "build_info.json").read_text())

@@ -27,6 +27,7 @@ from spacy.util import minibatch
 from tqdm import tqdm
 
 from medtok.codes.vocabulary import Vocabulary
+from medtok.loading import load_vocabulary
 from medtok.paths import default_vocab_dir
 from qa.linker.abbreviations import abbreviation_table
 from qa.linker.candidates import RankedCandidateGenerator, SpellingCorrector
@@ -278,16 +279,13 @@ def build_nlp(art: LinkerArtifacts) -> Language:
     return nlp
 
 
-def load_project_vocabulary():
-    """(Vocabulary, CodeGraph or None) from data/cache/vocab."""
-    vdir = default_vocab_dir()
+def load_linker_vocabulary(vocab_dir: str | Path | None = None):
+    """(Vocabulary, CodeGraph) to link against: `vocab_dir` or the project's built vocabulary,
+    through the project's one loader (medtok.loading.load_vocabulary)."""
+    vdir = Path(vocab_dir) if vocab_dir else default_vocab_dir()
     if not (vdir / "codes.parquet").exists():
         raise FileNotFoundError(f"no vocabulary at {vdir}; build it first (scripts/build_vocab.py) or pass vocab=")
-    graph = None
-    if (vdir / "graph" / "meta.json").exists():
-        from medtok.graph.graph import CodeGraph
-        graph = CodeGraph.load(vdir)
-    return Vocabulary.load(vdir), graph
+    return load_vocabulary(vdir)
 
 
 class CodeLinker:
@@ -301,8 +299,9 @@ class CodeLinker:
     def __init__(self, index_dir: str | Path, **runtime_overrides):
         """Load a built index directory; runtime settings (thresholds, windows, ...) may be overridden."""
         directory = Path(index_dir)
-        config = LinkerConfig.load(directory / "config.json", **runtime_overrides)
-        if config.build_key() != LinkerConfig.load(directory / "config.json").build_key():
+        saved = LinkerConfig.from_index(directory / "config.json")
+        config = saved.with_overrides(**runtime_overrides)
+        if config.build_key() != saved.build_key():
             raise ValueError(f"build settings {sorted(config.build_key())} cannot be overridden at load time; "
                              "build a new index with CodeLinker.build(config=...)")
         self.config = config
@@ -318,7 +317,7 @@ class CodeLinker:
         """Build (or reuse the cached) KB + index for `vocab` (default: the project vocabulary and
         its graph). Pass `graph` with your own vocabulary to get the ICD-9-CM (GEM) aliases."""
         if vocab is None:
-            vocab, graph = load_project_vocabulary()
+            vocab, graph = load_linker_vocabulary()
         config = config or LinkerConfig()
         directory = build_index_dir(vocab, config, exclude=exclude, graph=graph, root=root, rebuild=rebuild,
                                     verbose=verbose)
