@@ -4,7 +4,8 @@ import pytest
 
 from medtok.toy import toy_vocabulary
 from qa.datasets import load_dataset
-from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, code_split
+from qa.datasets.ontology import (OntologyQAConfig, build_ontology_qa, code_split, norm_text, question_code_ids,
+                                  split_code_ids, training_texts)
 
 SIZES = {"train": 1000, "validation": 1000, "test": 1000}  # more than exist: every leaf is used
 
@@ -30,7 +31,8 @@ def _root(vocab, cid):
 
 
 def test_no_code_leaks_between_splits(vocab):
-    qs = build_ontology_qa(vocab, sizes=SIZES, systems=("ICD10CM", "ICD9CM"), difficulty="mixed")
+    # text_guard off: every leaf is asked once (the guard is tested below)
+    qs = build_ontology_qa(vocab, sizes=SIZES, systems=("ICD10CM", "ICD9CM"), difficulty="mixed", text_guard="off")
     leaves = set(vocab.codes.loc[vocab.codes["kind"] == "code", "code_id"])
     leaves -= set(vocab.codes["parents"].explode().dropna())
     assert {q.codes[0] for q in qs} == leaves  # 384 leaves, each asked exactly once
@@ -95,6 +97,41 @@ def test_easy_distractors_from_other_chapters(vocab):
                 assert d.split(":")[0] == cid.split(":")[0]  # same system
 
 
+def test_text_guard_drops_held_out_answers_a_training_code_carries(vocab):
+    # toy ICD-9 descriptions are the ICD-10 ones lower-cased: the same text after normalisation
+    both = ("ICD10CM", "ICD9CM")
+    off = build_ontology_qa(vocab, sizes=SIZES, systems=both, text_guard="off")
+    on = build_ontology_qa(vocab, sizes=SIZES, systems=both, text_guard="systems")
+    train_texts = {norm_text(d) for c, d in zip(vocab.codes["code_id"], vocab.codes["description"])
+                   if code_split(c) == "train" and c.split(":")[0] in both}
+    assert training_texts(vocab, systems=both) == train_texts
+    dropped = {q.id for q in off} - {q.id for q in on}
+    expected = {q.id for q in off if q.split != "train" and norm_text(q.options[q.answer]) in train_texts}
+    assert dropped == expected and len(dropped) > 20  # each held-out leaf whose twin is a training code
+    assert [q.id for q in on if q.split == "train"] == [q.id for q in off if q.split == "train"]
+    # ICD-10-CM alone: no ICD-10 leaf shares its text with another ICD-10 code in the toy
+    assert len(build_ontology_qa(vocab, sizes=SIZES)) == len(build_ontology_qa(vocab, sizes=SIZES, text_guard="off"))
+    # "all" also guards against the other systems' codes
+    all_ = build_ontology_qa(vocab, sizes=SIZES, text_guard="all")
+    assert all(norm_text(q.options[q.answer]) not in training_texts(vocab) for q in all_ if q.split != "train")
+    assert len(all_) < len(build_ontology_qa(vocab, sizes=SIZES))
+
+
+def test_exclude_codes_and_held_out_code_lists(vocab):
+    qs = build_ontology_qa(vocab, sizes=SIZES)
+    test_codes = split_code_ids(vocab, split="test")
+    assert test_codes == sorted({q.codes[0] for q in qs if q.split == "test"})  # every test leaf is asked
+    assert set(question_code_ids(qs)) == {c for q in qs if q.split == "test" for c in q.meta["option_codes"]}
+    assert set(question_code_ids(qs, options=False)) == set(test_codes)
+    # hold out some training and validation codes: gone from train/validation questions, test unchanged
+    ex = [q.codes[0] for q in qs if q.split != "test"][::3]
+    held = build_ontology_qa(vocab, sizes=SIZES, exclude_codes=ex)
+    used = {c for q in held if q.split != "test" for c in q.meta["option_codes"]}
+    assert not used & set(ex)
+    assert [q.id for q in held if q.split == "test"] == [q.id for q in qs if q.split == "test"]
+    assert OntologyQAConfig.from_dict(OntologyQAConfig(exclude_codes=ex).to_dict()).exclude_codes == tuple(ex)
+
+
 def test_config_validation_and_registry(vocab):
     with pytest.raises(ValueError):
         OntologyQAConfig(difficulty="medium")
@@ -102,6 +139,8 @@ def test_config_validation_and_registry(vocab):
         OntologyQAConfig(split_fractions=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError):
         OntologyQAConfig(sizes={"dev": 3})
+    with pytest.raises(ValueError):
+        OntologyQAConfig(text_guard="yes")
     with pytest.raises(ValueError, match="no candidate codes"):
         build_ontology_qa(vocab, systems=("ATC",))
     qs = load_dataset("ontology", vocab=vocab, split="test", n_options=5)

@@ -17,12 +17,14 @@ from qa.datasets.common import DatasetFileError, MalformedRecord, ParseIssue, fi
 from qa.datasets.mc_file import load_mc_file
 from qa.datasets.meddx import load_meddx
 from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, load_ontology
+from qa.datasets.relational import load_relational
 from qa.types import MCQuestion
 
 REGISTRY: dict[str, Callable[..., list[MCQuestion]]] = {
     "meddx": load_meddx,
     "mc_file": load_mc_file,
     "ontology": load_ontology,
+    "relational": load_relational,
 }
 ALIASES = {"file": "mc_file", "json": "mc_file", "jsonl": "mc_file", "csv": "mc_file", "medddx": "meddx"}
 

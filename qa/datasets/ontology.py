@@ -18,23 +18,37 @@ by a hash of its code id (`split_seed`), and distractors come from the same spli
 so no test code appears anywhere in a training question (answer or distractor). The order
 of codes within a split is also a hash (`seed`), so a larger set extends a smaller one, and
 each question's options depend only on (`seed`, code), not on the set's size.
+
+Two guards make "held out" strict (both size-independent, so sets stay nested):
+- `text_guard`: a validation/test question is skipped when its answer text equals the
+  description of a *training-split* code, since that text reaches training through the other
+  code's question or alignment caption (e.g. test leaf F40.298 and its training-split parent
+  F40.29 are both "Other specified phobia"). "systems" checks the codes of the question
+  systems (what this set's training questions and captions show), "all" every system (needed
+  when training also shows other systems' texts, e.g. the relational GEM questions), "off" none;
+- `exclude_codes`: codes that must never appear in a train/validation question (asked or as a
+  distractor), e.g. the test codes of another question set; in the test split they stay.
+`split_code_ids` / `question_code_ids` list the held-out codes, so a MedTok can be trained
+without them as centres ("strictly unseen").
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from qa.datasets.common import stable_fraction
+from medtok.common.hashing import split_of, stable_fraction
+from medtok.common.jsonconfig import JsonConfig
 from qa.types import MCQuestion
 
 log = logging.getLogger("qa.datasets")
 
 SPLITS = ("train", "validation", "test")
 DIFFICULTIES = ("hard", "easy", "mixed")
+TEXT_GUARDS = ("systems", "all", "off")
 SYSTEM_NAMES = {"ICD10CM": "ICD-10-CM", "ICD9CM": "ICD-9-CM", "ICD10PCS": "ICD-10-PCS",
                 "ICD9PCS": "ICD-9-CM procedure", "ATC": "ATC", "CCS": "CCS", "CCSR": "CCSR"}
 TEMPLATE = "What does the {system} code {code} denote?"
@@ -42,7 +56,7 @@ MAX_DEPTH = 12  # hierarchy levels walked (ICD-10-CM has 6 at most)
 
 
 @dataclass
-class OntologyQAConfig:
+class OntologyQAConfig(JsonConfig):
     """sizes: questions per split (capped, with a warning, at the split's number of codes)."""
 
     systems: tuple[str, ...] = ("ICD10CM",)
@@ -53,10 +67,15 @@ class OntologyQAConfig:
     leaf_only: bool = True          # only codes without children (assignable leaves)
     seed: int = 0                   # question order and distractors
     split_seed: int = 0             # which codes go to which split
+    text_guard: str = "systems"     # "systems" / "all" / "off": see the module doc
+    exclude_codes: tuple[str, ...] = ()  # never in a train/validation question (asked or distractor)
 
     def __post_init__(self):
         self.systems = tuple(self.systems)
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
+        self.exclude_codes = tuple(str(c) for c in self.exclude_codes)
+        if self.text_guard not in TEXT_GUARDS:
+            raise ValueError(f"text_guard must be one of {TEXT_GUARDS}, got {self.text_guard!r}")
         if not self.systems:
             raise ValueError("systems must name at least one code system")
         if self.difficulty not in DIFFICULTIES:
@@ -71,18 +90,52 @@ class OntologyQAConfig:
         if any(int(n) < 0 for n in self.sizes.values()):
             raise ValueError(f"sizes must be non-negative, got {self.sizes}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def code_split(code_id: str, split_fractions=(0.7, 0.15, 0.15), split_seed: int = 0) -> str:
-    """The split a code belongs to (a pure function of the code id and `split_seed`)."""
-    u = stable_fraction(code_id, f"ontology-split-{split_seed}")
-    if u < split_fractions[0]:
-        return "train"
-    if u < split_fractions[0] + split_fractions[1]:
-        return "validation"
-    return "test"
+    """The split a code belongs to (a pure function of the code id and `split_seed`). Every
+    vocabulary code has one, so other question sets (qa.datasets.relational) share it."""
+    return split_of(code_id, dict(zip(SPLITS, split_fractions)), f"ontology-split-{split_seed}")
+
+
+def norm_text(text) -> str:
+    """The key under which two option/answer texts count as the same text."""
+    return " ".join(str(text).split()).casefold()
+
+
+def vocab_code_splits(vocab, split_fractions=(0.7, 0.15, 0.15), split_seed: int = 0) -> np.ndarray:
+    """`code_split` of every vocabulary row (memoised for the last vocabulary object)."""
+    key = ("splits", tuple(split_fractions), split_seed)
+    memo = _memo(vocab)
+    if key not in memo:
+        memo[key] = np.array([code_split(c, split_fractions, split_seed) for c in vocab.codes["code_id"]])
+        memo[key].setflags(write=False)
+    return memo[key]
+
+
+def training_texts(vocab, split_fractions=(0.7, 0.15, 0.15), split_seed: int = 0,
+                   systems=None) -> frozenset[str]:
+    """Normalised descriptions of every training-split code of the vocabulary (of `systems`;
+    None = all): everything a training question, alignment caption or text-baseline caption
+    built from training codes can show. A held-out answer outside this set cannot leak."""
+    key = ("texts", tuple(split_fractions), split_seed, tuple(sorted(systems)) if systems else None)
+    memo = _memo(vocab)
+    if key not in memo:
+        codes = vocab.codes
+        keep = vocab_code_splits(vocab, split_fractions, split_seed) == "train"
+        if systems:
+            keep &= codes["system"].isin(list(systems)).to_numpy()
+        memo[key] = frozenset(norm_text(d) for d in codes["description"].fillna("").to_numpy()[keep])
+    return memo[key]
+
+
+def _memo(vocab) -> dict:
+    if _MEMO.get("vocab") is not vocab or _MEMO.get("rows") != len(vocab.codes):  # another (or a grown) vocabulary
+        _MEMO.clear()
+        _MEMO.update(vocab=vocab, rows=len(vocab.codes), sets={})
+    return _MEMO["sets"]
+
+
+_MEMO: dict = {}  # for the last vocabulary object only: hashing 200k code ids costs 1-2 s
 
 
 class _Hierarchy:
@@ -117,7 +170,14 @@ class _Hierarchy:
                 p = parent[p]
             self.chains.append(chain)
         self.root = np.array([c[-1] if c else -1 for c in self.chains], dtype=np.int64)
-        self.split = np.array([code_split(c, cfg.split_fractions, cfg.split_seed) for c in self.code_ids])
+        self.split = vocab_code_splits(vocab, cfg.split_fractions, cfg.split_seed)[self.rows]  # a copy
+        if cfg.exclude_codes:
+            # excluded codes leave the train/validation pools (no question, no distractor)
+            ex = np.isin(self.code_ids, list(cfg.exclude_codes)) & (self.split != "test")
+            self.split[ex] = "excluded"
+        guard = {"systems": cfg.systems, "all": None}
+        self.train_texts = (training_texts(vocab, cfg.split_fractions, cfg.split_seed, guard[cfg.text_guard])
+                            if cfg.text_guard != "off" else frozenset())
         pools: dict[tuple[str, int], list[int]] = {}
         for k, chain in enumerate(self.chains):
             for a in chain:
@@ -149,6 +209,8 @@ def _draw(pool: np.ndarray, k: int, ok, rng: np.random.Generator) -> list[int]:
 
 
 def _question(h: _Hierarchy, k: int, cfg: OntologyQAConfig, split: str) -> MCQuestion | None:
+    if split != "train" and norm_text(h.desc[k]) in h.train_texts:
+        return None  # the answer text is also a training code's description
     rng = np.random.default_rng([cfg.seed, int(stable_fraction(h.code_ids[k], "ontology-q") * 2 ** 62)])
     mode = cfg.difficulty if cfg.difficulty != "mixed" else ("hard" if rng.random() < 0.5 else "easy")
     need = cfg.n_options - 1
@@ -214,6 +276,26 @@ def build_ontology_qa(vocab=None, config: OntologyQAConfig | None = None, **over
             log.warning("ontology QA: only %d %s questions possible (asked %d) from %d %s codes",
                         made, split, n, len(members), "/".join(cfg.systems))
     return out
+
+
+def split_code_ids(vocab, config: OntologyQAConfig | None = None, split: str = "test", **overrides) -> list[str]:
+    """Every candidate code of `split` (the question systems' leaves), sorted: the codes to keep
+    out of MedTok training for the strictly-unseen setting (a superset of any test set's codes)."""
+    cfg = config or OntologyQAConfig(**overrides)
+    h = _Hierarchy(vocab, cfg)
+    return sorted(str(c) for c in h.code_ids[h.split == split])
+
+
+def question_code_ids(questions, splits=("test",), options: bool = True) -> list[str]:
+    """Codes the questions of `splits` are about (`q.codes`), plus their option codes
+    (`meta["option_codes"]`) when `options`; sorted. Works for the ontology and relational sets."""
+    out: set[str] = set()
+    for q in questions:
+        if q.split in splits:
+            out.update(q.codes)
+            if options:
+                out.update(c for c in q.meta.get("option_codes", []) if c)
+    return sorted(out)
 
 
 def default_vocabulary():
