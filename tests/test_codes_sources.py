@@ -110,3 +110,21 @@ def test_mimic_d_icd_tables():
     t = load_code_file(path)
     assert len(t.codes) > 14_000 and (t.codes["system"] == "ICD9CM").all()
     assert by_id(t).loc["ICD9CM:428.0", "description"].startswith("Congestive heart failure")
+
+
+def test_icd10cm_single_category_blocks_hang_under_their_chapter():
+    """Blocks holding one category ("B10-B10") used to point at their own category, which
+    pointed back: a 2-cycle that left every code below it without a chapter ancestor."""
+    from medtok.codes.sources.icd10cm import load_icd10cm
+
+    codes = load_icd10cm().codes.set_index("code_id")
+    assert codes.loc["ICD10CM:B10-B10", "parents"] == ["ICD10CM:CH01"]
+    assert codes.loc["ICD10CM:B10", "parents"] == ["ICD10CM:B10-B10"]
+    parents = codes["parents"].to_dict()
+    for cid in ("ICD10CM:B10.01", "ICD10CM:M99.01", "ICD10CM:B10-B10"):
+        seen, node = set(), cid
+        while parents[node]:
+            assert node not in seen, f"is_a cycle through {node}"
+            seen.add(node)
+            node = parents[node][0]
+        assert node.startswith("ICD10CM:CH"), (cid, node)

@@ -29,7 +29,10 @@ def load_icd10cm() -> SourceTable:
             cid, kind = f"{code}-{code}", "group"
         else:
             cid, kind = code, ("code" if cm.is_leaf(code) else "group")
-        parent = cm.get_parent(code)
+        block_occurrence = code in repeated and code not in seen
+        # the block occurrence must hang under the chapter: plain get_parent(code) answers for
+        # the category (i.e. the block itself), which made a 2-cycle block <-> category
+        parent = cm.get_parent(code, prioritize_blocks=True) if block_occurrence else cm.get_parent(code)
         if code in repeated and code in seen:
             parent = f"{code}-{code}"
         elif parent:
