@@ -1,14 +1,16 @@
 """Configuration of the prefix adapter: projector, LoRA, base model, quantization.
 
-One dataclass per component, validated in `__post_init__`, saved as JSON beside every
-checkpoint (`AdapterConfig.save` / `.load`). `llama31_8b_config()` is the ready GPU recipe.
+One dataclass per component on `medtok.common.jsonconfig.JsonConfig`, validated in
+`__post_init__`, saved as JSON beside every checkpoint (`AdapterConfig.save`; read back with
+`load_saved`, which ignores keys of a newer version with a warning, while `load` / `from_dict`
+reject unknown keys in a config a user writes). `llama31_8b_config()` is the ready GPU recipe.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
+
+from medtok.common.jsonconfig import JsonConfig
 
 ADAPTER_CONFIG_NAME = "adapter_config_medtok.json"  # not "adapter_config.json": that name is peft's
 PROJECTOR_KINDS = ("linear", "mlp")
@@ -17,8 +19,16 @@ QUANTIZATIONS = ("none", "nf4")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+def nested_from_dict(d: dict, name: str, cls, unknown: str) -> dict:
+    """`d` with its sub-config `name` built by `cls.from_dict` under the same unknown-key rule."""
+    if isinstance(d.get(name), dict):
+        d = dict(d)
+        d[name] = cls.from_dict(d[name], unknown=unknown)
+    return d
+
+
 @dataclass
-class ProjectorConfig:
+class ProjectorConfig(JsonConfig):
     """Maps the G vectors [G, d] of one code to `tokens_per_code` soft tokens [P, H].
 
     pooling   concat: the G group vectors are concatenated (G*d inputs) -> P tokens
@@ -56,7 +66,7 @@ class ProjectorConfig:
 
 
 @dataclass
-class LoraSettings:
+class LoraSettings(JsonConfig):
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
@@ -76,30 +86,6 @@ class LoraSettings:
 
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")
-
-
-class JsonConfig:
-    """JSON round trip shared by the adapter's dataclass configs (saved beside checkpoints)."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
-        return cls(**d)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path):
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 @dataclass
@@ -122,11 +108,16 @@ class AdapterConfig(JsonConfig):
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
+    @classmethod
+    def from_dict(cls, d: dict, *, unknown: str = "error") -> "AdapterConfig":
+        d = nested_from_dict(d, "projector", ProjectorConfig, unknown)
+        return super().from_dict(nested_from_dict(d, "lora", LoraSettings, unknown), unknown=unknown)
+
     def __post_init__(self):
         if isinstance(self.projector, dict):
-            self.projector = ProjectorConfig(**self.projector)
+            self.projector = ProjectorConfig.from_dict(self.projector)
         if isinstance(self.lora, dict):
-            self.lora = LoraSettings(**self.lora)
+            self.lora = LoraSettings.from_dict(self.lora)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.quantization not in QUANTIZATIONS:
@@ -149,12 +140,6 @@ class AdapterConfig(JsonConfig):
         return getattr(torch, self.dtype)
 
 
-
-def smollm2_config(**overrides) -> AdapterConfig:
-    """The CPU default: SmolLM2-135M-Instruct (hidden 576), fp32, LoRA r=8 on attention."""
-    return AdapterConfig(**overrides)
-
-
 def llama31_8b_config(base_model: str = "meta-llama/Llama-3.1-8B-Instruct", medtok_checkpoint: str | None = None,
                       qlora: bool = True) -> AdapterConfig:
     """Llama-3.1-8B-Instruct (hidden 4096) for GPU users with the weights: bf16 compute,
@@ -167,12 +152,3 @@ def llama31_8b_config(base_model: str = "meta-llama/Llama-3.1-8B-Instruct", medt
         lora=LoraSettings(r=16, alpha=32, dropout=0.05,
                           target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
     )
-
-
-LLAMA31_8B_ARCH = dict(  # config.json of meta-llama/Llama-3.1-8B-Instruct, for the meta-device check
-    vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=8, max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
-    tie_word_embeddings=False,
-    rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                  "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-)

@@ -4,26 +4,34 @@ of `PrefixLM.loss` / `build_inputs`."""
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("llm_adapter")
+from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
+from medtok.codes.vocabulary import Vocabulary
+from medtok.paths import default_vocab_dir
+from qa.datasets.meddx import load_meddx
+from qa.datasets.ontology import SYSTEM_NAMES, TEMPLATE, OntologyQAConfig, build_ontology_qa, code_split
+from qa.scoring import answer_ids, build_prompt_ids
 
+
+def vocab_dir_of(cfg) -> Path:
+    return Path(cfg.vocab_dir) if cfg.vocab_dir else default_vocab_dir()
 
 
 def _vocab(cfg):
-    from medtok.codes.vocabulary import Vocabulary
-    from medtok.paths import default_vocab_dir
-
-    d = cfg.vocab_dir or default_vocab_dir()
+    d = vocab_dir_of(cfg)
+    if not (d / "codes.parquet").exists():
+        # the job never builds the vocabulary as a side effect (`make demo` has a stage for it)
+        raise FileNotFoundError(f"no vocabulary at {d}; build it with: python scripts/build_vocab.py --out {d}")
     return Vocabulary.load(d)
 
 
 def link_questions(questions, vocab=None, max_codes: int = 4, progress: bool = True) -> None:
     """Fill `.codes` of free-text questions (MedDDx) with the linker's codes, in text order
     (stem first, then options), best-scored first within the stem; in place."""
-    from qa.linker import CodeLinker
+    from qa.linker import CodeLinker  # lazy: scispacy and the re-ranker take seconds to import
 
     linker = CodeLinker.build(vocab, verbose=progress)
     texts = [q.question + "\n" + "\n".join(q.options) for q in questions]
@@ -39,15 +47,11 @@ def link_questions(questions, vocab=None, max_codes: int = 4, progress: bool = T
 def load_questions(cfg):
     """(vocab, train questions, {eval split: questions}) for cfg.dataset."""
     if cfg.dataset == "ontology":
-        from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa
-
         vocab = _vocab(cfg)
         qs = build_ontology_qa(vocab, OntologyQAConfig(**cfg.ontology))
         train = [q for q in qs if q.split == cfg.train_split]
         evals = {s: [q for q in qs if q.split == s] for s in cfg.eval_splits}
     else:
-        from qa.datasets.meddx import load_meddx
-
         qs = load_meddx(cfg.data_path)
         vocab = _vocab(cfg)
         key = lambda q: q.meta.get("difficulty", q.split)  # noqa: E731
@@ -70,12 +74,8 @@ def qa_examples(tokenizer, questions, target: str = "letter") -> list[tuple[list
     option: the option-likelihood layout "<stem>\nAnswer:" -> the correct option's text, what
             option scoring evaluates (and the caption-alignment stage trains)."""
     if target == "option":
-        from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
-
         return [(list(q.codes), cloze_prompt_ids(tokenizer, q.question), option_ids(tokenizer, q.options[q.answer]))
                 for q in questions]
-    from qa.scoring import answer_ids, build_prompt_ids
-
     return [(list(q.codes), build_prompt_ids(tokenizer, q), answer_ids(tokenizer, q)) for q in questions]
 
 
@@ -88,8 +88,6 @@ def alignment_codes(vocab, cfg, excluded: set[str]) -> list[str]:
     ok = (df["description"].fillna("").str.strip().ne("") & ~df["code_id"].isin(excluded)
           & df["system"].isin(list(cfg.ontology["systems"])))
     if cfg.dataset == "ontology":
-        from qa.datasets.ontology import OntologyQAConfig, code_split
-
         oc = OntologyQAConfig(**cfg.ontology)
         ok &= df["code_id"].map(lambda c: code_split(c, oc.split_fractions, oc.split_seed) == "train")
     pool = df.loc[ok, "code_id"].to_numpy()
@@ -100,8 +98,6 @@ def alignment_codes(vocab, cfg, excluded: set[str]) -> list[str]:
 
 def code_question(code_id: str) -> str:
     """The ontology set's question about a code ("What does the ICD-10-CM code X denote?")."""
-    from qa.datasets.ontology import SYSTEM_NAMES, TEMPLATE
-
     system = code_id.split(":", 1)[0]
     return TEMPLATE.format(system=SYSTEM_NAMES.get(system, system), code=code_id)
 
@@ -109,8 +105,6 @@ def code_question(code_id: str) -> str:
 def alignment_examples(tokenizer, vocab, cfg, excluded: set[str]) -> list[tuple[list[str], list[int], list[int]]]:
     """Caption pairs "[prefix] <question about the code>\nAnswer: <description>", loss on the
     description: the same text layout option-likelihood scoring reads (llm_adapter.option_scoring)."""
-    from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
-
     n = cfg.align.steps * cfg.align.batch_size * cfg.align.grad_accum
     codes = alignment_codes(vocab, cfg, excluded)[: max(n, 1)]  # no vectors for pairs never drawn
     desc = vocab.codes.set_index("code_id").loc[codes, "description"].tolist() if codes else []

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 
-from llm_adapter.config import AdapterConfig, JsonConfig, ProjectorConfig
+from llm_adapter.config import AdapterConfig, ProjectorConfig, nested_from_dict
+from medtok.common.jsonconfig import JsonConfig, UnknownConfigKeys
 
 ARMS = ("lora", "lora+prefix")
 DATASETS = ("ontology", "meddx")
 
 
 @dataclass
-class StageConfig:
-    """One optimisation stage. steps = optimizer steps; each step sees batch_size * grad_accum examples."""
+class StageConfig(JsonConfig):
+    """One optimisation stage. steps = optimizer steps. batch_size is per process and per
+    micro-batch: one optimizer step sees batch_size * grad_accum * num_processes examples, and
+    its loss is the mean over all answer tokens of those examples (exact accumulation)."""
 
     steps: int = 100
     batch_size: int = 8
@@ -41,7 +44,9 @@ class FinetuneConfig(JsonConfig):
     with the answer as the letter after the harness's chat prompt or (default) as the option
     text after "<stem>\nAnswer:". Both arms are scored both ways (`scorings`).
     Defaults = the measured CPU recipe (README). vector_source="medtok" uses `medtok_checkpoint`,
-    or by default a MedTok trained on the QA set's code systems (ICD-10-CM), built on first use.
+    or by default the MedTok of the QA set's code systems (ICD-10-CM) under
+    data/cache/medtok_<systems>; the job never trains it itself (`make demo` /
+    `llm_adapter.prepare.prepare_medtok` do, as a stage of their own).
     """
 
     output_dir: str = "runs/finetune_qa"
@@ -53,8 +58,8 @@ class FinetuneConfig(JsonConfig):
     eval_splits: list | None = None        # default: ["test"] / ["basic", "expert"]
     arms: tuple = ARMS
     vector_source: str = "medtok"          # code vectors of the prefix arm: medtok | minilm | random
-    medtok_checkpoint: str | None = None   # None: data/cache/medtok_<systems>, trained on first use on ontology.systems
-    medtok_steps: int = 600                # steps of that first-use MedTok training (CPU budget of the demo)
+    medtok_checkpoint: str | None = None   # None: data/cache/medtok_<systems> (made by `make demo` / scripts/prepare_demo.py)
+    medtok_steps: int = 600                # steps when that default MedTok is prepared (CPU budget of the demo)
     vocab_dir: str | None = None           # None: data/cache/vocab
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     align: StageConfig = field(default_factory=lambda: StageConfig(steps=120, batch_size=16, lr=3e-3, warmup=10))
@@ -67,8 +72,9 @@ class FinetuneConfig(JsonConfig):
     train_eval_size: int = 16             # training questions scored for the learning curve
     eval_every: int = 0                    # qa steps between learning-curve points (0 = start and end only)
     eval_batch_size: int = 16
-    checkpoint_every: int = 0              # optimizer steps between resumable checkpoints (0 = none)
-    resume: bool = True
+    checkpoint_every: int = 0              # optimizer steps between resumable checkpoints (0 = none); with
+                                           # checkpoints on, finished stages and arms are kept and reused
+    resume: bool = True                    # continue from the checkpoints in output_dir (same config only)
     seed: int = 0
     max_eval_questions: int | None = None
     scorings: tuple = ("letter", "option")  # letter = the QA harness; option = option likelihood
@@ -76,13 +82,21 @@ class FinetuneConfig(JsonConfig):
     progress: bool = True
     threads: int | None = None             # torch intra-op threads (None = torch default); 1 is ~2x faster on a busy shared CPU
     bf16_autocast: bool = True             # bf16 matmuls on CPU (measured 1.9x faster per matmul on this AVX512-BF16 CPU)
+    device: str | None = None              # None: cuda when available, else cpu; or "cpu" / "cuda"
+
+    @classmethod
+    def from_dict(cls, d: dict, *, unknown: str = "error") -> "FinetuneConfig":
+        d = nested_from_dict(d, "adapter", AdapterConfig, unknown)
+        for name in ("align", "qa"):
+            d = nested_from_dict(d, name, StageConfig, unknown)
+        return super().from_dict(d, unknown=unknown)
 
     def __post_init__(self):
         if isinstance(self.adapter, dict):
             self.adapter = AdapterConfig.from_dict(self.adapter)
         for name in ("align", "qa"):
             if isinstance(getattr(self, name), dict):
-                setattr(self, name, StageConfig(**getattr(self, name)))
+                setattr(self, name, StageConfig.from_dict(getattr(self, name)))
         self.arms = tuple(self.arms)
         self.scorings = tuple(self.scorings)
         if self.qa_target not in ("letter", "option"):
@@ -96,6 +110,8 @@ class FinetuneConfig(JsonConfig):
             raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms}")
         if self.vector_source not in ("medtok", "minilm", "random"):
             raise ValueError(f"vector_source must be medtok/minilm/random, got {self.vector_source!r}")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ValueError(f"device must be None, 'cpu' or 'cuda', got {self.device!r}")
         if self.medtok_steps < 1:
             raise ValueError("medtok_steps must be >= 1")
         if self.align_codes < 0 or self.train_eval_size < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
@@ -107,9 +123,9 @@ class FinetuneConfig(JsonConfig):
         self.eval_splits = list(self.eval_splits)
 
 
-
 def apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
-    """`key.sub=value` overrides (value parsed as JSON when possible) on a config dict."""
+    """`key.sub=value` overrides (value parsed as JSON when possible) on a config dict; an
+    unknown key is rejected (`UnknownConfigKeys`), like an unknown key in a config file."""
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
@@ -122,18 +138,15 @@ def apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
         parts = key.split(".")
         for p in parts[:-1]:
             if p not in node or not isinstance(node[p], dict):
-                raise KeyError(f"override {key!r}: no section {p!r}")
+                raise UnknownConfigKeys(f"override {key!r}: no section {p!r}")
             node = node[p]
         if parts[-1] not in node:
-            raise KeyError(f"override {key!r}: unknown key {parts[-1]!r} (known: {sorted(node)})")
+            raise UnknownConfigKeys(f"override {key!r}: unknown key {parts[-1]!r} (known: {sorted(node)})")
         node[parts[-1]] = value
     return cfg_dict
 
 
 def projector_for(source_groups: int, source_dim: int, base: ProjectorConfig) -> ProjectorConfig:
     """The projector config adapted to a vector source's [G, d] (per_group needs P = G)."""
-    d = asdict(base)
-    d.update(input_dim=source_dim, num_groups=source_groups)
-    if d["pooling"] == "per_group":
-        d["tokens_per_code"] = source_groups
-    return ProjectorConfig(**d)
+    extra = {"tokens_per_code": source_groups} if base.pooling == "per_group" else {}
+    return replace(base, input_dim=source_dim, num_groups=source_groups, **extra)

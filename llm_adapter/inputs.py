@@ -59,15 +59,17 @@ def build_inputs(model, prefix_embeds: list[torch.Tensor | None], prompt_ids: li
         raise ValueError("an example has neither prefix nor tokens")
     T = max(lengths)
 
-    ids = torch.full((B, T), int(pad_token_id), dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.long)
-    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    # the index tensors are filled row by row on the CPU, then moved to the model in one copy each
+    cpu = torch.device("cpu")
+    ids = torch.full((B, T), int(pad_token_id), dtype=torch.long, device=cpu)
+    mask = torch.zeros((B, T), dtype=torch.long, device=cpu)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long, device=cpu)
     for i, (t, an, L) in enumerate(zip(tokens, answers, lengths)):
         if t:
-            ids[i, T - len(t):] = torch.tensor(t, dtype=torch.long)
+            ids[i, T - len(t):] = torch.tensor(t, dtype=torch.long, device=cpu)
         mask[i, T - L:] = 1
         if an:
-            labels[i, T - len(an):] = torch.tensor(list(map(int, an)), dtype=torch.long)
+            labels[i, T - len(an):] = torch.tensor(list(map(int, an)), dtype=torch.long, device=cpu)
     emb = embed(ids.to(device))
     rows = []
     for i, (p, n, L) in enumerate(zip(prefix_embeds, n_prefix, lengths)):
@@ -90,10 +92,15 @@ def serving_prompt_embeds(model, prefix: torch.Tensor | None, prompt_ids: list[i
     return build_inputs(model, [prefix], [prompt_ids])["inputs_embeds"][0]
 
 
-def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled positions; `logits` may cover only the
-    last K positions (then `labels` is sliced to match: predictions for the last K labels
-    come from positions T-K-1 .. T-2)."""
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy over labelled positions, their mean or (`reduction="sum"`)
+    their sum; `logits` may cover only the last K positions (then `labels` is sliced to
+    match: predictions for the last K labels come from positions T-K-1 .. T-2).
+
+    The sum is what exact gradient accumulation needs: the training loop divides it by the
+    number of answer tokens of the whole optimizer step (all micro-batches, all processes)."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     K = logits.shape[1]
     T = labels.shape[1]
     if K >= T:  # full logits: standard shift
@@ -101,4 +108,5 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     else:
         shift_logits, shift_labels = logits[:, :-1], labels[:, T - K + 1:]
     return torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]).float(),
-                                             shift_labels.reshape(-1), ignore_index=IGNORE_INDEX)
+                                             shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction)
+

@@ -24,6 +24,9 @@ from torch import nn
 from llm_adapter.config import ADAPTER_CONFIG_NAME, AdapterConfig
 from llm_adapter.inputs import answer_loss, build_inputs
 from llm_adapter.projector import CodeProjector, mean_embedding_norm
+from llm_adapter.quantization import load_4bit
+from medtok.common.atomic import atomic_write_text
+from qa.lm import load_causal_lm, pad_token_id
 
 FINGERPRINT_NAME = "base_fingerprint.json"
 
@@ -41,15 +44,14 @@ def base_fingerprint(lm) -> dict:
 def load_base_lm(config: AdapterConfig):
     """(model, tokenizer) for config.base_model, 4-bit when config.quantization == 'nf4'."""
     if config.quantization == "nf4":
-        from llm_adapter.quantization import load_4bit
-
         return load_4bit(config.base_model, compute_dtype=config.torch_dtype)
-    from qa.lm import load_causal_lm
-
     return load_causal_lm(config.base_model, dtype=config.torch_dtype)
 
 
 class PrefixLM(nn.Module):
+    """`pad_token_id` only fills masked positions (any valid id works): the tokenizer's
+    (`qa.lm.pad_token_id`) when one is given to `build` / `from_pretrained`, else 0."""
+
     def __init__(self, lm, projector: CodeProjector | None, config: AdapterConfig, vector_source=None,
                  pad_token_id: int = 0):
         super().__init__()
@@ -83,8 +85,7 @@ class PrefixLM(nn.Module):
                 config.projector.target_norm = round(mean_embedding_norm(lm), 6)
             projector = CodeProjector(config.projector).to(lm.get_input_embeddings().weight.device)
         peft_lm = get_peft_model(lm, config.lora.to_peft())
-        pad = _pad_id(tokenizer)
-        return cls(peft_lm, projector, config, vector_source, pad)
+        return cls(peft_lm, projector, config, vector_source, _pad(tokenizer))
 
     # ---- prefix and inputs ----------------------------------------------------------------
     def codes_for_prefix(self, codes: list[str]) -> list[str]:
@@ -124,19 +125,20 @@ class PrefixLM(nn.Module):
 
         return build
 
-    def loss(self, code_lists, prompt_ids, answer_ids) -> torch.Tensor:
-        """Answer-only cross-entropy; the LM head runs on the answer positions only."""
+    def loss(self, code_lists, prompt_ids, answer_ids, reduction: str = "mean") -> torch.Tensor:
+        """Answer-only cross-entropy (mean, or sum over answer tokens); the LM head runs on
+        the answer positions only."""
         batch = self.inputs(code_lists, prompt_ids, answer_ids)
         labels = batch.pop("labels")
         k = max(len(a) for a in answer_ids) + 1
         logits = self.lm(**batch, logits_to_keep=k, use_cache=False).logits
-        return answer_loss(logits, labels)
+        return answer_loss(logits, labels, reduction=reduction)
 
-    def forward(self, code_lists=None, prompt_ids=None, answer_ids=None, **kwargs):
+    def forward(self, code_lists=None, prompt_ids=None, answer_ids=None, reduction: str = "mean", **kwargs):
         """With prompt_ids/answer_ids: the training loss (this path lets DDP see the forward);
         otherwise the base LM's forward on ready inputs (e.g. from `inputs`)."""
         if prompt_ids is not None:
-            return self.loss(code_lists, prompt_ids, answer_ids)
+            return self.loss(code_lists, prompt_ids, answer_ids, reduction=reduction)
         return self.lm(**kwargs)
 
     def get_input_embeddings(self):
@@ -170,7 +172,7 @@ class PrefixLM(nn.Module):
             self.projector.save_pretrained(directory)
         self.config.save(directory / ADAPTER_CONFIG_NAME)
         base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        (directory / FINGERPRINT_NAME).write_text(json.dumps(base_fingerprint(base), indent=1))
+        atomic_write_text(directory / FINGERPRINT_NAME, json.dumps(base_fingerprint(base), indent=1))
         return directory
 
     @classmethod
@@ -181,7 +183,7 @@ class PrefixLM(nn.Module):
         from peft import PeftModel
 
         directory = Path(directory)
-        config = AdapterConfig.load(directory / ADAPTER_CONFIG_NAME)
+        config = AdapterConfig.load_saved(directory / ADAPTER_CONFIG_NAME)
         if lm is None:
             lm, tokenizer = load_base_lm(config)
         fp_path = directory / FINGERPRINT_NAME
@@ -204,13 +206,12 @@ class PrefixLM(nn.Module):
         peft_lm = PeftModel.from_pretrained(lm, str(directory), is_trainable=is_trainable)
         projector = CodeProjector.from_pretrained(directory).to(lm.get_input_embeddings().weight.device) \
             if config.uses_prefix else None
-        model = cls(peft_lm, projector, config, vector_source, _pad_id(tokenizer))
+        model = cls(peft_lm, projector, config, vector_source, _pad(tokenizer))
         if not is_trainable:
             model.eval()
         return model
 
 
-def _pad_id(tokenizer) -> int:
-    if tokenizer is None:
-        return 0
-    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+def _pad(tokenizer) -> int:
+    return 0 if tokenizer is None else pad_token_id(tokenizer)
+

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from qa.scoring import ScoreResult
 
 ANSWER_CUE = "\nAnswer:"
 MAX_OPTION_TOKENS = 48
@@ -27,10 +30,6 @@ def option_ids(tokenizer, text: str) -> list[int]:
 
 def score_by_option_likelihood(model, tokenizer, questions, *, batch_size: int = 32, progress: bool = True):
     """`qa.scoring.ScoreResult` whose `letter_logprobs` hold the options' mean token log-probs."""
-    from tqdm.auto import tqdm
-
-    from qa.scoring import ScoreResult
-
     rows = []  # (question index, option index, codes, prompt, option ids)
     for i, q in enumerate(questions):
         prompt = cloze_prompt_ids(tokenizer, q.question)

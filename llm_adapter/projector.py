@@ -8,13 +8,14 @@ the prefix only once its norm was matched).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from llm_adapter.config import ProjectorConfig
+from medtok.common.atomic import atomic_path
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
 PROJECTOR_CONFIG = "projector_config.json"
@@ -70,21 +71,14 @@ class CodeProjector(nn.Module):
 
     # ---- persistence ---------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
-        from dataclasses import asdict
-
-        from safetensors.torch import save_file
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(directory / PROJECTOR_WEIGHTS))
-        (directory / PROJECTOR_CONFIG).write_text(json.dumps(asdict(self.config), indent=1))
+        with atomic_path(directory / PROJECTOR_WEIGHTS) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
+        self.config.save(directory / PROJECTOR_CONFIG)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "CodeProjector":
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        proj = cls(ProjectorConfig(**json.loads((directory / PROJECTOR_CONFIG).read_text())))
+        proj = cls(ProjectorConfig.load_saved(directory / PROJECTOR_CONFIG))
         proj.load_state_dict(load_file(str(directory / PROJECTOR_WEIGHTS)))
         return proj

@@ -1,4 +1,5 @@
-"""Results of the fine-tuning job: accuracies with CIs, the paired difference, a table, a plot."""
+"""Results of the fine-tuning job: accuracies with CIs, the paired difference, a table
+(the `qa.report` format shared with the QA harness), a plot, and the summary over seeds."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from medtok.common.atomic import atomic_path
+from qa.metrics import accuracy_with_ci, paired_comparison
+from qa.report import accuracy_table, comparison_block
+
 
 def summarize(results: dict, cfg) -> dict:
     """Per arm and split: accuracy with bootstrap CI; per split: prefix arm minus no-prefix arm
     (paired bootstrap CI, McNemar p) on the same questions."""
-    from qa.metrics import accuracy_with_ci, paired_comparison
-
     out = {"accuracy": {}, "paired": {}}
     arms = results["arms"]
     for arm, r in arms.items():
@@ -45,22 +48,19 @@ SCORING_NAMES = {"letter": "letter log-likelihood (QA harness), after QA trainin
 
 
 def format_table(results: dict) -> str:
+    """Per scoring: accuracy (%) with 95% CI per arm and split, then the prefix arm against the
+    no-prefix arm (`qa.report` format); then throughput per stage."""
     s = results["summary"]
     lines = []
     scorings = list(dict.fromkeys(sc for a in s["accuracy"].values() for sc in a))
     for sc in scorings:
         splits = sorted({sp for a in s["accuracy"].values() for sp in a.get(sc, {})})
-        lines += [f"scoring: {SCORING_NAMES.get(sc, sc)}", f"{'arm':<16}" + "".join(f"{sp:>30}" for sp in splits)]
-        for arm, accs in s["accuracy"].items():
-            cells = []
-            for sp in splits:
-                a = accs.get(sc, {}).get(sp)
-                cells.append(f"{a['accuracy']:.3f} [{a['ci_low']:.3f},{a['ci_high']:.3f}] n={a['n']}" if a else "-")
-            lines.append(f"{arm:<16}" + "".join(f"{c:>30}" for c in cells))
+        rows = {arm: accs.get(sc, {}) for arm, accs in s["accuracy"].items()}
+        lines += [f"scoring: {SCORING_NAMES.get(sc, sc)}", accuracy_table(rows, splits, row_label="arm")]
         for arm, per in s["paired"].items():
-            for sp, p in per.get(sc, {}).items():
-                lines.append(f"  {arm} - lora on {sp}: {p['diff']:+.3f} [{p['ci_low']:+.3f},{p['ci_high']:+.3f}] "
-                             f"McNemar p={p['mcnemar_p']:.3g} (only-prefix right {p['b_only']}, only-lora right {p['a_only']})")
+            if per.get(sc):
+                lines += ["", comparison_block(arm, "lora", per[sc])]
+        lines.append("")
     for k, t in s["throughput"].items():
         lines.append(f"{k}: {t['steps']} steps, {t['tokens']} tokens in {t['seconds']:.0f} s = "
                      f"{t['tokens_per_s']:.0f} tokens/s, last-10 loss {t['final_loss_mean10']:.3f}")
@@ -116,23 +116,49 @@ def plot_curves(results: dict, path: str | Path) -> Path:
     ax3.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 
 
-def paired_across_runs(results_a: str | Path, arm_a: str, results_b: str | Path, arm_b: str,
-                       scoring: str = "option", split: str = "test", seed: int = 0) -> dict:
-    """Paired comparison of arm_b (run b) against arm_a (run a) on the same questions, e.g. a
-    MedTok-prefix run against the no-prefix arm of an earlier run with the same config and seed
-    (the no-prefix arm does not depend on the vector source)."""
-    import json
+def summarize_seeds(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation over runs that differ only in their seed (each a
+    `finetune` results dict): per arm, scoring and split the accuracy, and per split the
+    prefix-minus-lora difference. Seed-to-seed spread is the honest error bar for one
+    configuration (README: same seed reproduces on one machine; other thread counts do not)."""
+    def stats(values):
+        v = np.asarray(values, dtype=float)
+        return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+                "n_seeds": int(len(v)), "values": [float(x) for x in v]}
 
-    from qa.metrics import paired_comparison
+    seeds = [r["config"]["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"runs repeat a seed: {seeds}")
+    first = runs[0]["summary"]
+    out = {"seeds": seeds, "accuracy": {}, "paired": {}}
+    for arm, per_sc in first["accuracy"].items():
+        for sc, per_split in per_sc.items():
+            for sp in per_split:
+                out["accuracy"].setdefault(arm, {}).setdefault(sc, {})[sp] = stats(
+                    [r["summary"]["accuracy"][arm][sc][sp]["accuracy"] for r in runs])
+    for arm, per_sc in first["paired"].items():
+        for sc, per_split in per_sc.items():
+            for sp in per_split:
+                out["paired"].setdefault(arm, {}).setdefault(sc, {})[sp] = stats(
+                    [r["summary"]["paired"][arm][sc][sp]["diff"] for r in runs])
+    return out
 
-    a = json.loads(Path(results_a).read_text())["arms"][arm_a]["scores"][scoring][split]
-    b = json.loads(Path(results_b).read_text())["arms"][arm_b]["scores"][scoring][split]
-    if a["ids"] != b["ids"]:
-        raise ValueError("the two runs scored different questions")
-    return paired_comparison(np.array(a["correct"]), np.array(b["correct"]), seed=seed)
+
+def format_seed_summary(summary: dict) -> str:
+    """"lora+prefix  option  test  51.3 ± 1.9 (n=3 seeds)" lines, then the differences."""
+    lines = [f"over seeds {summary['seeds']} (mean ± sd, percent)"]
+    for arm, per_sc in summary["accuracy"].items():
+        for sc, per_split in per_sc.items():
+            for sp, st in per_split.items():
+                lines.append(f"  {arm:<12} {sc:<14} {sp:<10} {100 * st['mean']:.1f} ± {100 * st['sd']:.1f}")
+    for arm, per_sc in summary["paired"].items():
+        for sc, per_split in per_sc.items():
+            for sp, st in per_split.items():
+                lines.append(f"  {arm} - lora  {sc:<14} {sp:<10} {100 * st['mean']:+.1f} ± {100 * st['sd']:.1f} points")
+    return "\n".join(lines)

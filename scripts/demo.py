@@ -1,28 +1,25 @@
-"""`make demo`: the main job on the embedded default, offline on CPU.
+"""`make demo`: the main job on the embedded default, offline on CPU, in three visible stages.
 
-1. builds (or reuses) the vocabulary + knowledge graph and prints its statistics;
-2. runs the fine-tuning job with no arguments, which trains (first run) or reuses its MedTok
-   (ICD-10-CM, data/cache/medtok_icd10cm) and compares LoRA vs LoRA + MedTok prefix on the
-   ontology-derived QA set (held-out codes) with SmolLM2-135M; prints the table, writes
+1. vocabulary + knowledge graph: built (or the cache reused), statistics printed;
+2. the MedTok tokenizer of the QA set's code system (ICD-10-CM, data/cache/medtok_icd10cm):
+   trained on first use (text embeddings, then 600 steps), reused afterwards;
+3. the fine-tuning job with no arguments: LoRA vs LoRA + MedTok prefix on the ontology-derived
+   QA set (held-out codes) with SmolLM2-135M; prints the table, writes
    runs/finetune_qa/results.json and curves.png.
+
+    python scripts/demo.py                  # all three stages
+    python scripts/demo.py --prepare-only   # stages 1 and 2 (what scripts/finetune_qa.py needs)
 """
 
-import time
+import argparse
 
-from medtok.build import build_vocabulary, format_statistics
-from medtok.paths import default_vocab_dir
+from llm_adapter.prepare import demo
 
 
-def main() -> None:
-    t0 = time.perf_counter()
-    _, _, stats = build_vocabulary(default_vocab_dir())
-    print(format_statistics(stats))
-
-    from llm_adapter.finetune import finetune
-    from llm_adapter.finetune_config import FinetuneConfig
-
-    finetune(FinetuneConfig())
-    print(f"demo wall time {time.perf_counter() - t0:.0f} s")
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prepare-only", action="store_true", help="make the prerequisites, do not fine-tune")
+    demo(prepare_only=ap.parse_args(argv).prepare_only)
 
 
 if __name__ == "__main__":

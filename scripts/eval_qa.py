@@ -11,14 +11,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qa.datasets import dataset_names  # noqa: E402
-from qa.evaluate import (DTYPES, MODES, EvalConfig, evaluate, format_table, load_results, merge_results,  # noqa: E402
-                         save_results)
+from qa.datasets import dataset_names
+from qa.evaluate import DTYPES, MODES, EvalConfig, evaluate, table_of_saved
 
 
 def main(argv=None):
@@ -46,11 +41,7 @@ def main(argv=None):
     if a.merge and not a.table:
         p.error("--merge needs --table FILES")
     if a.table:
-        runs = [load_results(f) for f in a.table]
-        if a.merge:
-            runs = [merge_results(runs, system=a.system, n_boot=a.n_boot, seed=a.seed)]
-            save_results(runs[0], a.merge)
-        print(format_table(runs, n_boot=a.n_boot, seed=a.seed))
+        print(table_of_saved(a.table, merge_to=a.merge, system=a.system, n_boot=a.n_boot, seed=a.seed))
         return
     kwargs = {}
     if a.dataset == "ontology":

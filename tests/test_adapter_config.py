@@ -1,10 +1,16 @@
-"""Adapter configs: validation, JSON round trip, and the Llama-3.1-8B recipe on the meta device."""
+"""Adapter configs: validation, JSON round trip, the unknown-key rules, and the Llama-3.1-8B
+recipe on the meta device."""
+
+import json
 
 import pytest
 import torch
 
-from llm_adapter.config import (LLAMA31_8B_ARCH, AdapterConfig, LoraSettings, ProjectorConfig,
-                                llama31_8b_config)
+from llm_adapter.config import AdapterConfig, LoraSettings, ProjectorConfig, llama31_8b_config
+from llm_adapter.finetune_config import FinetuneConfig, StageConfig, apply_overrides
+from medtok.common.jsonconfig import UnknownConfigKeys
+from qa.evaluate import EvalConfig
+from tests.conftest import LLAMA31_8B_ARCH
 
 
 def test_validation_errors():
@@ -25,6 +31,43 @@ def test_json_round_trip(tmp_path):
     c.save(tmp_path / "c.json")
     d = AdapterConfig.load(tmp_path / "c.json")
     assert d == c and isinstance(d.projector, ProjectorConfig) and d.lora.r == 16
+    f = FinetuneConfig(qa=StageConfig(steps=3, grad_accum=2), adapter=c)
+    f.save(tmp_path / "f.json")
+    g = FinetuneConfig.load(tmp_path / "f.json")
+    assert g == f and isinstance(g.qa, StageConfig) and g.adapter.lora.target_modules == c.lora.target_modules
+
+
+@pytest.mark.parametrize("cls, path", [
+    (AdapterConfig, ["projector"]), (AdapterConfig, ["lora"]), (AdapterConfig, []),
+    (FinetuneConfig, ["qa"]), (FinetuneConfig, ["adapter", "projector"]), (FinetuneConfig, []),
+    (EvalConfig, []), (StageConfig, []),
+])
+def test_unknown_keys_rejected_in_user_configs_and_ignored_with_a_warning_in_saved_ones(tmp_path, cls, path):
+    """A typo in a config a user writes (at any nesting level) is an error naming the key; the same
+    key in a config saved beside a checkpoint (a newer version's) is ignored with a warning."""
+    d = cls().to_dict()
+    node = d
+    for p in path:
+        node = node[p]
+    node["lr_typo"] = 1
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    with pytest.raises(UnknownConfigKeys, match="lr_typo"):
+        cls.load(tmp_path / "c.json")
+    with pytest.raises(UnknownConfigKeys, match="lr_typo"):
+        cls.from_dict(d)
+    with pytest.warns(UserWarning, match="lr_typo"):
+        loaded = cls.load_saved(tmp_path / "c.json")
+    assert loaded == cls()
+
+
+def test_cli_overrides_reject_unknown_keys():
+    d = apply_overrides(FinetuneConfig().to_dict(), ["qa.steps=7", "adapter.lora.r=4", "vector_source=minilm"])
+    cfg = FinetuneConfig.from_dict(d)
+    assert cfg.qa.steps == 7 and cfg.adapter.lora.r == 4 and cfg.vector_source == "minilm"
+    with pytest.raises(UnknownConfigKeys, match="stepz"):
+        apply_overrides(FinetuneConfig().to_dict(), ["qa.stepz=7"])
+    with pytest.raises(UnknownConfigKeys, match="no section"):
+        apply_overrides(FinetuneConfig().to_dict(), ["qq.steps=7"])
 
 
 def test_llama31_8b_on_meta_device():

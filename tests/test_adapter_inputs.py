@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llm_adapter.inputs import IGNORE_INDEX, answer_loss, build_inputs, serving_prompt_embeds
-from qa.lm import tiny_llama
+from tests.conftest import tiny_llama
 
 PAD = 0
 
@@ -83,3 +83,18 @@ def test_rejects_bad_shapes(lm):
     with pytest.raises(ValueError, match="batch sizes"):
         build_inputs(lm, [None], [[1], [2]], None, PAD)
     assert IGNORE_INDEX == -100
+
+
+def test_answer_loss_by_hand():
+    """Two labelled positions: p(1 | pos 1) = 2/4 and p(2 | pos 2) = 1/3, so the summed loss is
+    ln 2 + ln 3 = ln 6 and the mean ln 6 / 2 (pos 0 predicts an unlabelled token, pos 3 nothing)."""
+    import math
+
+    logits = torch.tensor([[[9.0, 0.0, 0.0], [0.0, math.log(2.0), 0.0], [0.0, 0.0, 0.0], [5.0, -5.0, 1.0]]])
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 1, 2]])
+    assert float(answer_loss(logits, labels, reduction="sum")) == pytest.approx(math.log(6.0), abs=1e-6)
+    assert float(answer_loss(logits, labels)) == pytest.approx(math.log(6.0) / 2, abs=1e-6)
+    # the LM head may run on the last K = answer length + 1 positions only
+    assert float(answer_loss(logits[:, 1:], labels, reduction="sum")) == pytest.approx(math.log(6.0), abs=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        answer_loss(logits, labels, reduction="none")

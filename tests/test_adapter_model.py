@@ -7,7 +7,7 @@ import torch
 from llm_adapter.config import AdapterConfig, LoraSettings, ProjectorConfig
 from llm_adapter.model import PrefixLM
 from llm_adapter.vectors import RandomVectors, TableVectors
-from qa.lm import tiny_llama
+from tests.conftest import tiny_llama
 
 H = 32
 

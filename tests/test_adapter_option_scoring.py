@@ -7,12 +7,12 @@ from llm_adapter.config import AdapterConfig, LoraSettings, ProjectorConfig
 from llm_adapter.model import PrefixLM
 from llm_adapter.option_scoring import cloze_prompt_ids, option_ids, score_by_option_likelihood
 from llm_adapter.vectors import RandomVectors
-from qa.lm import tiny_char_tokenizer, tiny_llama
+from tests.conftest import char_tokenizer, tiny_llama
 from qa.types import MCQuestion
 
 
 def test_option_scores_match_hand_computation():
-    tok = tiny_char_tokenizer()
+    tok = char_tokenizer()
     cfg = AdapterConfig(base_model="tiny", hidden_size=32, vector_source="random",
                         projector=ProjectorConfig(hidden_size=32, tokens_per_code=2, mlp_hidden=16),
                         lora=LoraSettings(r=2, target_modules=("q_proj",)))

@@ -14,7 +14,7 @@ def _qlora_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from llm_adapter.quantization import disable_cpu_bf16_repack, nf4_config
-    from qa.lm import tiny_llama
+    from tests.conftest import tiny_llama
 
     tiny_llama(vocab_size=128, hidden_size=64, num_layers=2, seed=0).save_pretrained(tmp_path)
     q = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=nf4_config(torch.float32),

@@ -1,13 +1,19 @@
-"""The evaluation harness end to end on a tiny rigged model: JSON, groups, table, comparison."""
+"""The evaluation harness end to end on a tiny rigged model: JSON with provenance, groups,
+the shared table format (`qa.report`), comparison, saved-results tables."""
 
+import hashlib
 import json
 import math
 
 import pytest
 import torch
 
-from qa.evaluate import EvalConfig, compare_results, evaluate, evaluate_questions, format_table, load_results
-from qa.lm import tiny_char_tokenizer, tiny_llama
+from medtok.common.hashing import file_digest
+from qa.datasets import load_dataset
+from qa.evaluate import (EvalConfig, compare_results, evaluate, evaluate_questions, format_table, load_results,
+                         save_results, table_of_saved)
+from qa.report import accuracy_cell, accuracy_table, comparison_block, files_fingerprint, questions_fingerprint
+from tests.conftest import char_tokenizer, tiny_llama
 from qa.types import MCQuestion
 
 
@@ -33,7 +39,7 @@ def _questions():
 
 @pytest.fixture(scope="module")
 def tok():
-    return tiny_char_tokenizer()
+    return char_tokenizer()
 
 
 def test_evaluate_questions_groups_and_comparison(tok):
@@ -68,8 +74,14 @@ def test_evaluate_writes_json_from_a_file_dataset(tok, tmp_path, capsys):
     assert res["n"] == 5 and res["overall"]["accuracy"] == 1.0
     saved = load_results(out)
     assert saved["overall"] == res["overall"] and saved["config"]["split"] == "test"
-    assert saved["seconds_per_question"] >= 0 and not math.isnan(saved["overall"]["ci_low"])
+    assert not math.isnan(saved["overall"]["ci_low"])
     assert "always-C" in capsys.readouterr().out
+    prov = saved["provenance"]
+    assert prov["seeds"] == {"bootstrap": 0} and prov["torch_threads"] == torch.get_num_threads()
+    assert prov["versions"]["transformers"] and prov["device"] == "cpu"
+    assert prov["fingerprints"]["data_file"] == files_fingerprint([data])
+    scored = load_dataset("mc_file", str(data), split="test")
+    assert prov["fingerprints"]["questions"] == questions_fingerprint(scored) != questions_fingerprint(scored[:4])
 
 
 def test_generation_mode_through_harness(tok):
@@ -88,23 +100,39 @@ def test_config_validation():
     assert EvalConfig().system_name == "smollm2-135m"
 
 
-def test_cli_table_of_saved_runs(tok, tmp_path, capsys):
-    import importlib.util
-
-    from medtok.paths import PROJECT_ROOT
-    from qa.evaluate import save_results
-
-    spec = importlib.util.spec_from_file_location("eval_qa", PROJECT_ROOT / "scripts" / "eval_qa.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_table_of_saved_runs(tok, tmp_path):
     qs = _questions()
     paths = []
     for letter in "CA":
         r = evaluate_questions(_always(tok, letter), tok, qs, system=f"always-{letter}", n_boot=500, progress=False)
         paths.append(str(save_results(r, tmp_path / f"{letter}.json")))
-    cli.main(["--table", *paths, "--n-boot", "500"])
-    out = capsys.readouterr().out
+    out = table_of_saved(paths, n_boot=500)
     assert "always-A vs always-C" in out and "p=0.754" in out  # 2 * 386/1024 = 0.7539
+    merged = table_of_saved([str(save_results(evaluate_questions(_always(tok, "C"), tok, part, system="C",
+                                                                 n_boot=500, progress=False), tmp_path / f"p{i}.json"))
+                             for i, part in enumerate((qs[:5], qs[5:]))], merge_to=tmp_path / "m.json", n_boot=500)
+    assert load_results(tmp_path / "m.json")["n"] == 10 and "60.0 [" in merged
+
+
+def test_report_format_by_hand():
+    a = {"accuracy": 0.5133, "ci_low": 0.457, "ci_high": 0.5699, "n": 300, "n_correct": 154}
+    assert accuracy_cell(a) == "51.3 [45.7, 57.0] n=300" and accuracy_cell(None) == "-"
+    table = accuracy_table({"lora+prefix": {"test": a}, "lora": {}}, ["test"], row_label="arm")
+    assert table.splitlines() == ["arm          test", "-----------  -----------------------",
+                                  "lora+prefix  51.3 [45.7, 57.0] n=300", "lora         -"]
+    p = {"diff": 0.17, "ci_low": 0.127, "ci_high": 0.213, "mcnemar_p": 1.56e-11, "n": 300, "a_only": 2, "b_only": 53}
+    assert comparison_block("lora+prefix", "lora", {"test": p}).splitlines()[1] == (
+        "  test  +17.0 [+12.7, +21.3]  p=1.56e-11  n=300  (only lora+prefix right 53, only lora right 2)")
+
+
+def test_files_fingerprint_follows_the_bytes(tmp_path):
+    f = tmp_path / "a.json"
+    f.write_text("[1]")
+    first = files_fingerprint([f])
+    assert first == hashlib.sha256(f"a.json\0{file_digest(f)}\n".encode()).hexdigest()
+    assert file_digest(f) == hashlib.sha256(b"[1]").hexdigest()
+    f.write_text("[2]")
+    assert files_fingerprint([f]) != first
 
 
 def test_merge_results_recomputes_groups(tok):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from qa.lm import tiny_char_tokenizer, tiny_llama
+from tests.conftest import char_tokenizer, tiny_llama
 from qa.scoring import (answer_ids, build_prompt_ids, format_question, generate_multiple_choice, left_pad,
                         letter_token_ids, parse_answer_letter, score_multiple_choice, token_input_builder)
 from qa.types import MCQuestion
@@ -12,7 +12,7 @@ from qa.types import MCQuestion
 
 @pytest.fixture(scope="module")
 def tok():
-    return tiny_char_tokenizer()
+    return char_tokenizer()
 
 
 def _questions(n=7):
@@ -34,7 +34,7 @@ def test_prompt_layout(tok):
 
 
 def test_left_pad_and_positions():
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_token_id=0)
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     m = tiny_llama()
