@@ -9,6 +9,18 @@
 * the same ratios restricted to held-out codes (never a training centre).
 Token bag of a code: its 4K (id, weight) pairs, weights summed over repeated ids (total mass 4).
 
+Normalised overlap. The ratio related / random grows with the codebook by construction (the
+random-pair overlap falls like 1/N), so each pair set also reports
+* `kappa` = (O - R) / (1 - R), O the related-pair and R the random-pair mean overlap: the share
+  of the overlap a pair could still gain over chance that related pairs get (0 = chance,
+  1 = identical bags; Cohen's kappa form, R from the tokenizer's own token frequencies);
+* `auc`: P(a related pair overlaps more than a random pair), ties counted 1/2 (0.5 = chance);
+* `uniform_overlap` U: the mean overlap of the same pairs with every group's ids replaced by
+  K distinct ids drawn uniformly from the group's region (weights kept) -- random token sets
+  of the same sizes -- and `lift_uniform` = O / U.
+GEM and sibling pairs are drawn from `reference_graph` / the vocabulary's parents, so a
+tokenizer whose graph lost its GEM edges is still scored on the GEM pairs.
+
 `evaluate_checkpoints` is the job behind `scripts/eval_medtok.py` (results dict + JSON file);
 the ablations, which train, live in `medtok.ablations` (inference never imports training).
 """
@@ -108,39 +120,93 @@ def random_pairs_like(pairs: np.ndarray, systems: np.ndarray, pool_a: np.ndarray
     return out
 
 
-def _ratio(bag_i, bag_w, pairs, rand) -> dict:
+def kappa(overlap: float, random_overlap: float) -> float:
+    """Chance-corrected overlap (O - R) / (1 - R); 0 when R = 1 (every bag equal: nothing to gain)."""
+    return float((overlap - random_overlap) / (1 - random_overlap)) if random_overlap < 1 else 0.0
+
+
+def auc(related: np.ndarray, random: np.ndarray) -> float:
+    """P(X > Y) + P(X = Y) / 2 for X a related-pair and Y a random-pair overlap (Mann-Whitney U / nm)."""
+    x, y = np.sort(np.asarray(related, float)), np.sort(np.asarray(random, float))
+    below = np.searchsorted(y, x, side="left")
+    ties = np.searchsorted(y, x, side="right") - below
+    return float((below + ties / 2).sum() / (len(x) * len(y)))
+
+
+def random_token_ids(ids: np.ndarray, regions: dict[str, tuple[int, int]], rng: np.random.Generator) -> np.ndarray:
+    """`ids` [n, 4, K] with each group's K ids replaced by K distinct ids drawn uniformly from its region."""
+    out = np.empty_like(ids)
+    n, _, k = ids.shape
+    for j, g in enumerate(GROUPS):
+        lo, hi = regions[GROUP_REGION[g]]
+        draw = rng.integers(lo, hi, size=(n, k))
+        while True:  # redraw repeated ids within a row until all K are distinct (regions >= K entries)
+            s = np.sort(draw, axis=1)
+            dup_rows = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(1))
+            if len(dup_rows) == 0:
+                break
+            draw[dup_rows] = rng.integers(lo, hi, size=(len(dup_rows), k))
+        out[:, j] = draw
+    return out
+
+
+def _ratio(bag_i, bag_w, pairs, rand, chance=None) -> dict:
+    """Overlap of related `pairs` vs `rand` pairs; `chance` = (ids, weights, regions, rng) adds the
+    uniform random-token-set overlap of the same pairs."""
     if len(pairs) == 0:
         return {"pairs": 0}
     o = weighted_jaccard(bag_i, bag_w, pairs[:, 0], pairs[:, 1])
     r = weighted_jaccard(bag_i, bag_w, rand[:, 0], rand[:, 1])
-    return {"pairs": int(len(pairs)), "overlap": float(o.mean()), "random_overlap": float(r.mean()),
-            "ratio": float(o.mean() / max(r.mean(), 1e-12))}
+    out = {"pairs": int(len(pairs)), "overlap": float(o.mean()), "random_overlap": float(r.mean()),
+           "ratio": float(o.mean() / max(r.mean(), 1e-12)), "kappa": kappa(o.mean(), r.mean()), "auc": auc(o, r)}
+    if chance is not None:
+        ids, w, regions, rng = chance
+        rows = pairs.reshape(-1)
+        ri, rw = token_bags(random_token_ids(ids[rows], regions, rng), w[rows])
+        u = weighted_jaccard(ri, rw, np.arange(0, len(rows), 2), np.arange(1, len(rows), 2)).mean()
+        out.update(uniform_overlap=float(u), lift_uniform=float(o.mean() / max(u, 1e-12)))
+    return out
 
 
 def evaluate(tokenizer, heldout_fraction: float | None = None, n_pairs: int = 20000, seed: int = 0,
              progress: bool = True) -> dict:
-    vocab, graph = tokenizer.vocab, tokenizer.graph
+    """Evaluate a `MedTokTokenizer` (see the module docstring). Held-out codes: the tokenizer's own
+    (`tokenizer.heldout_mask()`: hashed fraction + explicit list), or `heldout_fraction` when given."""
+    vocab = tokenizer.vocab
+    codes = vocab.codes
     if heldout_fraction is None:
-        heldout_fraction = tokenizer.heldout_fraction
+        held = tokenizer.heldout_mask()
+    else:
+        held = heldout_mask(codes["code_id"], codes["kind"], heldout_fraction, tokenizer.heldout_codes)
     t0 = time.perf_counter()
     enc = tokenizer.encode_all(progress=progress)
     t_tok = time.perf_counter() - t0
-    ids, w = enc.ids.numpy(), enc.weights.numpy()
+    result = evaluate_tokens(enc.ids.numpy(), enc.weights.numpy(), vocab, tokenizer.reference_graph, held,
+                             tokenizer.model.config.regions(), n_pairs=n_pairs, seed=seed)
+    result["tokenize_s"] = t_tok
+    return result
+
+
+def evaluate_tokens(ids: np.ndarray, w: np.ndarray, vocab, graph, held: np.ndarray, regions: dict,
+                    n_pairs: int = 20000, seed: int = 0) -> dict:
+    """The metrics of `evaluate` for any token table: ids / weights [V, 4, K] of every vocabulary row
+    (group j's ids in region GROUP_REGION[GROUPS[j]] of `regions`), GEM pairs from `graph`'s edges,
+    `held` the rows never used in fitting (the held-out columns)."""
     rng = np.random.default_rng(seed)
+    chance_rng = np.random.default_rng([seed, 1])  # own stream: the pair sampling below is unchanged
     bag_i, bag_w = token_bags(ids, w)
     systems = vocab.codes["system"].to_numpy()
     is_code = vocab.codes["kind"].to_numpy() == "code"
-    held = heldout_mask(vocab.codes["code_id"], vocab.codes["kind"], heldout_fraction)
     codes = np.flatnonzero(is_code)
-    result = {"codes": len(vocab), "heldout_codes": int(held.sum()), "tokenize_s": t_tok,
-              "codebook": codebook_stats(ids, w, tokenizer.model.config.regions())}
+    result = {"codes": len(vocab), "heldout_codes": int(held.sum()), "codebook": codebook_stats(ids, w, regions)}
+    chance = (ids, w, regions, chance_rng)
 
     sib = sibling_pairs(vocab, is_code, rng, n_pairs)
-    result["siblings"] = _ratio(bag_i, bag_w, sib, random_pairs_like(sib, systems, codes, codes, rng))
+    result["siblings"] = _ratio(bag_i, bag_w, sib, random_pairs_like(sib, systems, codes, codes, rng), chance)
     sib_h = sib[held[sib[:, 0]] | held[sib[:, 1]]]
     sib_h = np.where(held[sib_h[:, :1]], sib_h, sib_h[:, ::-1])  # held-out code first
     result["siblings_heldout"] = _ratio(bag_i, bag_w, sib_h,
-                                        random_pairs_like(sib_h, systems, np.flatnonzero(held), codes, rng))
+                                        random_pairs_like(sib_h, systems, np.flatnonzero(held), codes, rng), chance)
 
     names = np.array(graph.edge_type_names)
     gem = np.isin(names[graph.etype], GEM_TYPES)
@@ -148,26 +214,28 @@ def evaluate(tokenizer, heldout_fraction: float | None = None, n_pairs: int = 20
     gp = gp[is_code[gp[:, 0]] & is_code[gp[:, 1]]]
     if len(gp) > n_pairs:
         gp = gp[rng.choice(len(gp), n_pairs, replace=False)]
-    result["gem"] = _ratio(bag_i, bag_w, gp, random_pairs_like(gp, systems, codes, codes, rng))
+    result["gem"] = _ratio(bag_i, bag_w, gp, random_pairs_like(gp, systems, codes, codes, rng), chance)
     gem_all = np.stack([graph.src[gem], graph.dst[gem]], 1)
     gh = gem_all[(held[gem_all[:, 0]] | held[gem_all[:, 1]]) & is_code[gem_all[:, 0]] & is_code[gem_all[:, 1]]]
     gh = np.where(held[gh[:, :1]], gh, gh[:, ::-1])
-    result["gem_heldout"] = _ratio(bag_i, bag_w, gh, random_pairs_like(gh, systems, np.flatnonzero(held), codes, rng))
+    result["gem_heldout"] = _ratio(bag_i, bag_w, gh, random_pairs_like(gh, systems, np.flatnonzero(held), codes, rng),
+                                   chance)
     return result
 
 
 def format_table(results: dict[str, dict]) -> str:
     """One row per evaluated checkpoint."""
-    head = f"{'model':<22}{'usage':>7}{'ppl_t':>8}{'ppl_g':>8}{'ppl_s':>8}{'sib':>8}{'sib_ho':>8}{'gem':>8}{'gem_ho':>8}"
+    head = (f"{'model':<22}{'usage':>7}{'ppl_t':>8}{'ppl_g':>8}{'ppl_s':>8}{'sib':>8}{'sib_ho':>8}{'gem':>8}"
+            f"{'gem_ho':>8}{'k_sib':>8}{'k_gem':>8}")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         cb = r["codebook"]
-        f = lambda k: r[k].get("ratio", float("nan"))  # noqa: E731
+        f = lambda k, m="ratio": r[k].get(m, float("nan"))  # noqa: E731
         lines.append(f"{name:<22}{cb['all']['usage']:>7.3f}{cb['text']['perplexity']:>8.0f}{cb['graph']['perplexity']:>8.0f}"
                      f"{cb['shared']['perplexity']:>8.0f}{f('siblings'):>8.1f}{f('siblings_heldout'):>8.1f}"
-                     f"{f('gem'):>8.1f}{f('gem_heldout'):>8.1f}")
+                     f"{f('gem'):>8.1f}{f('gem_heldout'):>8.1f}{f('siblings', 'kappa'):>8.3f}{f('gem', 'kappa'):>8.3f}")
     lines.append("ratios = mean weighted-Jaccard token overlap of related pairs / random pairs of the same systems "
-                 "(ho = pairs with a held-out code)")
+                 "(ho = pairs with a held-out code); k_ = chance-corrected (O - R) / (1 - R)")
     return "\n".join(lines)
 
 

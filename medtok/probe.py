@@ -108,12 +108,10 @@ def description_retrieval(vectors: np.ndarray, text_emb: np.ndarray, train_rows,
 def probe_tokenizer(tok, config: ProbeConfig | None = None, text_embeddings: np.ndarray | None = None,
                     heldout_codes=None) -> dict:
     """The probe for a `MedTokTokenizer`: held-out rows are its training run's held-out codes
-    (`medtok.splits.heldout_mask` with its `heldout_fraction`), or `heldout_codes` when given
+    (`tok.heldout_mask()`: its `heldout_fraction` plus its explicit `heldout_codes`), or `heldout_codes` when given
     (e.g. a strictly-unseen MedTok's excluded codes). Targets are `text_embeddings` [V, dim] when
     given, else the tokenizer's own frozen text features (a graph-only MedTok has none: pass them)."""
     import torch
-
-    from medtok.splits import heldout_mask
 
     cfg = config or ProbeConfig()
     codes = tok.vocab.codes
@@ -123,7 +121,7 @@ def probe_tokenizer(tok, config: ProbeConfig | None = None, text_embeddings: np.
     if heldout_codes is not None:
         held = codes["code_id"].isin(set(heldout_codes)).to_numpy()
     else:
-        held = heldout_mask(codes["code_id"], codes["kind"], tok.heldout_fraction)
+        held = tok.heldout_mask()
     rows = np.flatnonzero(ok)
     if text_embeddings is None:
         if tok.model.config.modalities == "graph":
@@ -153,7 +151,7 @@ def probe_checkpoint(ckpt: str | Path, config: ProbeConfig | None = None, heldou
     if untrained:
         torch.manual_seed(cfg.seed)
         fresh = MedTokModel(tok.model.config)
-        tok = MedTokTokenizer(fresh, tok.vocab, tok.graph, tok.x, heldout_fraction=tok.heldout_fraction)
+        tok = tok.with_model(fresh)
     res = probe_tokenizer(tok, cfg, heldout_codes=heldout_codes)
     res.update(checkpoint=str(ckpt), untrained=untrained)
     return res

@@ -24,6 +24,12 @@ from medtok.train import TRAIN_CONFIG_NAME, TrainConfig, latest_checkpoint, trai
 PAPER_PRESET = {"codebook_size": 12000, "embed_dim": 64, "global_batch_size": 1024, "steps": 3000}
 
 _RUN_FIELDS = ("vocab_dir", "out_dir", "systems")   # own flags (--vocab, --out, --systems)
+_LIST_FIELDS = {  # list-valued TrainConfig fields: flag help (code lists are read from a file)
+    "heldout_codes": "file with one code id per line: never a training centre (on top of --heldout-fraction)",
+    "drop_edge_types": "edges removed from the graph before training and tokenization: TYPE or "
+                       "TYPE:SRC_SYSTEM:DST_SYSTEM ('*' = any), e.g. gem_icd9_icd10:ICD9CM:ICD10CM",
+    "drop_edges_touching": "file of code ids: drop only the --drop-edge-types edges touching these codes",
+}
 _NONE_DEFAULT_TYPES = {"global_batch_size": int, "text_encoder": str}
 
 
@@ -44,8 +50,12 @@ def add_training_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentPars
     ap.add_argument("--paper", action="store_true", help="the paper's budget: " + str(PAPER_PRESET))
     ap.add_argument("--no-progress", action="store_true")
     for f in fields(TrainConfig):
-        if f.name not in _RUN_FIELDS:
-            ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f"t_{f.name}", type=_flag_type(f), default=None)
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.name in _LIST_FIELDS:
+            kind = {"nargs": "+", "metavar": "SPEC"} if f.name == "drop_edge_types" else {"metavar": "FILE"}
+            ap.add_argument(flag, dest=f"t_{f.name}", default=None, help=_LIST_FIELDS[f.name], **kind)
+        elif f.name not in _RUN_FIELDS:
+            ap.add_argument(flag, dest=f"t_{f.name}", type=_flag_type(f), default=None)
     for f in fields(MedTokConfig):
         if f.name not in ("extra", "region_fractions"):
             ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f"m_{f.name}", type=_flag_type(f), default=None)

@@ -16,6 +16,11 @@ you need. The table's cache key covers the model (config + weights), the node fe
 graph and the vocabulary rows, so a changed graph or feature never reuses a stale table; the
 file is written atomically and checked on load (parse, key, shapes, id ranges, weights).
 
+A checkpoint trained on an edited graph (`TrainConfig.drop_edge_types`) is tokenized on the
+same edited graph: `from_pretrained` removes the recorded edges from the vocabulary's graph
+(also from a graph passed in; the edit is a filter, so an already edited graph is unchanged)
+and keeps the unedited one as `reference_graph` (evaluation draws related pairs from it).
+
 A code without a description is tokenized from its neighbours' descriptions + graph
 (missing="text"); a code without edges from its text alone (missing="graph"). Codes that
 cannot be resolved raise `UnknownCodeError`.
@@ -37,11 +42,13 @@ import torch
 
 from medtok.common.atomic import atomic_path
 from medtok.common.jsonconfig import JsonConfig
+from medtok.graph_edits import drop_edges, normalize_edge_specs
 from medtok.loading import load_vocabulary
 from medtok.model.config import GROUP_REGION, GROUPS
 from medtok.model.features import neighbor_table, node_features
 from medtok.model.medtok import MedTokModel
 from medtok.paths import default_vocab_dir
+from medtok.splits import heldout_mask, read_code_list
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +67,26 @@ class TokenizerConfig(JsonConfig):
     vocab_dir: str | None = None        # None = medtok.paths.default_vocab_dir()
     systems: list | None = None         # code systems the checkpoint was trained on (None = all)
     heldout_fraction: float = 0.05      # of the training run; for the unseen-code evaluation
+    heldout_codes: list | None = None   # the run's explicit held-out code ids (never training centres)
+    drop_edge_types: list | None = None  # edges the run removed from the graph (medtok.graph_edits)
+    drop_edges_touching: list | None = None
 
     def __post_init__(self):
         if not 0 <= self.heldout_fraction < 1:
             raise ValueError("heldout_fraction must be in [0, 1)")
+        self.heldout_codes = read_code_list(self.heldout_codes)
+        self.drop_edges_touching = read_code_list(self.drop_edges_touching)
+        self.drop_edge_types = normalize_edge_specs(self.drop_edge_types)
+
+    def edit_graph(self, vocab, graph):
+        """The graph the checkpoint was trained on: `graph` without the recorded edges."""
+        if not self.drop_edge_types:
+            return graph
+        return drop_edges(vocab, graph, self.drop_edge_types, self.drop_edges_touching)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str | Path) -> "TokenizerConfig":
-        """tokenizer_config.json when present (saved: unknown keys warn), else the three fields of
+        """tokenizer_config.json when present (saved: unknown keys warn), else the matching fields of
         the training run's train_config.json, else the defaults."""
         ckpt_dir = Path(ckpt_dir)
         if (ckpt_dir / TOKENIZER_CONFIG).exists():
@@ -137,12 +156,21 @@ class MedTokEncoding:
 
 class MedTokTokenizer:
     def __init__(self, model: MedTokModel, vocab, graph, node_features: torch.Tensor, vocab_dir: str | None = None,
-                 heldout_fraction: float = 0.05, device: str | torch.device | None = None):
+                 heldout_fraction: float = 0.05, device: str | torch.device | None = None,
+                 heldout_codes: list[str] | None = None, drop_edge_types: list | None = None,
+                 drop_edges_touching: list[str] | None = None, reference_graph=None):
+        """`graph` is the graph tokens are computed on (already edited when the model was trained on an
+        edited graph; `drop_edge_types` / `drop_edges_touching` only record that edit), and
+        `reference_graph` the unedited one (default `graph`)."""
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
         self.heldout_fraction = heldout_fraction  # of the training run; for the unseen-code evaluation
+        self.heldout_codes = read_code_list(heldout_codes)
+        self.drop_edge_types = normalize_edge_specs(drop_edge_types)
+        self.drop_edges_touching = read_code_list(drop_edges_touching)
         self.vocab, self.graph, self.x = vocab, graph, node_features  # node features stay on the CPU
+        self.reference_graph = graph if reference_graph is None else reference_graph
         self.vocab_dir = vocab_dir
         self.systems: list[str] | None = None  # code systems the checkpoint was trained on (None = all)
         self._table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -172,16 +200,35 @@ class MedTokTokenizer:
         if vocab is None:
             vocab_dir = vocab_dir or rec.vocab_dir or default_vocab_dir()
             vocab, graph = load_vocabulary(vocab_dir, rec.systems)
-        x = node_features(vocab, graph, model.config, text_embeddings, progress=progress)
-        tok = cls(model, vocab, graph, x, str(vocab_dir) if vocab_dir else None, rec.heldout_fraction)
+        edited = rec.edit_graph(vocab, graph)  # the graph the checkpoint was trained on
+        x = node_features(vocab, edited, model.config, text_embeddings, progress=progress)
+        tok = cls(model, vocab, edited, x, str(vocab_dir) if vocab_dir else None, rec.heldout_fraction,
+                  heldout_codes=rec.heldout_codes, drop_edge_types=rec.drop_edge_types,
+                  drop_edges_touching=rec.drop_edges_touching, reference_graph=graph)
         tok.systems = rec.systems
         if cache_table:
             tok._table_cache = ckpt_dir / TOKEN_TABLE
-            tok._table_key = table_key(model, x, graph, vocab)
+            tok._table_key = table_key(model, x, edited, vocab)
         return tok
 
     def config(self) -> TokenizerConfig:
-        return TokenizerConfig(vocab_dir=self.vocab_dir, systems=self.systems, heldout_fraction=self.heldout_fraction)
+        return TokenizerConfig(vocab_dir=self.vocab_dir, systems=self.systems, heldout_fraction=self.heldout_fraction,
+                               heldout_codes=self.heldout_codes, drop_edge_types=self.drop_edge_types,
+                               drop_edges_touching=self.drop_edges_touching)
+
+    def with_model(self, model: MedTokModel) -> "MedTokTokenizer":
+        """A tokenizer over the same vocabulary, graphs, node features and held-out record with another
+        model (e.g. an untrained one of the same configuration); its table is computed, never cached."""
+        tok = type(self)(model, self.vocab, self.graph, self.x, self.vocab_dir, self.heldout_fraction,
+                         heldout_codes=self.heldout_codes, drop_edge_types=self.drop_edge_types,
+                         drop_edges_touching=self.drop_edges_touching, reference_graph=self.reference_graph)
+        tok.systems = self.systems
+        return tok
+
+    def heldout_mask(self) -> np.ndarray:
+        """Rows the training run never used as centres: its hashed fraction plus its explicit list."""
+        codes = self.vocab.codes
+        return heldout_mask(codes["code_id"], codes["kind"], self.heldout_fraction, self.heldout_codes)
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)

@@ -8,9 +8,14 @@ resuming from a checkpoint replays exactly the steps an uninterrupted run would 
 (no RNG state needs saving; a kill-and-resume test checks the final weights bitwise).
 
 Held-out codes: a deterministic `heldout_fraction` of assignable codes (kind == "code"),
-chosen by a hash of the code_id (`medtok.splits.heldout_mask`). They stay in the graph
-(their neighbours see them and their text embedding is a node feature) but are never a
+chosen by a hash of the code_id (`medtok.splits.heldout_mask`), plus the explicit
+`heldout_codes` (e.g. the QA test codes, for a "strictly unseen" MedTok). They stay in the
+graph (their neighbours see them and their text embedding is a node feature) but are never a
 training centre, so their own tokens are produced by an encoder that never optimised them.
+
+Graph edits: `drop_edge_types` (optionally only edges touching `drop_edges_touching`) are
+removed from the graph before training (`medtok.graph_edits`); the checkpoint's
+train_config.json records them and the tokenizer removes the same edges from its graph.
 
 Devices: `TrainConfig.device` ("auto" = CUDA when available, "cpu", "cuda", "cuda:N"). Node
 features and batches are built on the CPU and moved to the device per step. Runs unchanged
@@ -49,7 +54,8 @@ from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
 from medtok.model.features import neighbor_table, node_features
 from medtok.model.losses import distance_kl, shared_loss, specific_loss
 from medtok.model.medtok import CONFIG_NAME, WEIGHTS_NAME, MedTokModel
-from medtok.splits import heldout_mask
+from medtok.graph_edits import drop_edges, normalize_edge_specs
+from medtok.splits import heldout_mask, read_code_list
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,15 @@ class TrainConfig(JsonConfig):
     grad_clip: float = 1.0
     seed: int = 0
     heldout_fraction: float = 0.05
+    # explicit held-out code ids on top of the hashed fraction (never a training centre; they stay
+    # in the graph). A path to a file with one id per line is read here, so the saved config
+    # always carries the list itself.
+    heldout_codes: list | None = None
+    # edges removed from the graph before training and tokenization: [type, src_system, dst_system]
+    # (None/"*" = any system) or "type[:src:dst]" strings (`medtok.graph_edits`)
+    drop_edge_types: list | None = None
+    drop_edges_touching: list | None = None  # only edges with an endpoint among these code ids (or a file of them)
+    dead_restarts: bool = True          # False: never re-seat dead entries (the no-restart ablation)
     restart_every: int = 10             # dead-entry restart period (steps); restarts are not in the paper
     restart_idle: int = 30              # an entry unused for this many steps is re-seated
     text_aug_dropout: float = 0.1
@@ -100,6 +115,11 @@ class TrainConfig(JsonConfig):
             raise ValueError("restart_every, restart_idle, save_every must be >= 1")
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
             raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
+        self.heldout_codes = read_code_list(self.heldout_codes)
+        self.drop_edges_touching = read_code_list(self.drop_edges_touching)
+        self.drop_edge_types = normalize_edge_specs(self.drop_edge_types)
+        if self.drop_edges_touching is not None and not self.drop_edge_types:
+            raise ValueError("drop_edges_touching needs drop_edge_types (which edges to drop)")
 
     def per_process_batch(self, world_size: int) -> int:
         """Centre codes per process and step."""
@@ -257,6 +277,31 @@ def _truncate_log(path: Path, last_step: int) -> None:
     atomic_write_text(path, "".join(x + "\n" for x in keep))
 
 
+# ---- what the run trains on -------------------------------------------------------------------
+def training_graph(vocab, graph, tcfg: TrainConfig):
+    """`graph` without `tcfg.drop_edge_types` (the same object when the config drops nothing)."""
+    if not tcfg.drop_edge_types:
+        return graph
+    edited = drop_edges(vocab, graph, tcfg.drop_edge_types, tcfg.drop_edges_touching)
+    log.info("graph edit %s%s: %d of %d edges removed", tcfg.drop_edge_types,
+             f" (touching {len(tcfg.drop_edges_touching)} codes)" if tcfg.drop_edges_touching is not None else "",
+             graph.num_edges - edited.num_edges, graph.num_edges)
+    return edited
+
+
+def training_rows(vocab, tcfg: TrainConfig) -> np.ndarray:
+    """Rows that may be sampled as training centres: all but the held-out ones."""
+    held = heldout_mask(vocab.codes["code_id"], vocab.codes["kind"], tcfg.heldout_fraction, tcfg.heldout_codes)
+    if tcfg.heldout_codes:
+        found = int(vocab.codes["code_id"].isin(set(tcfg.heldout_codes)).sum())
+        log.info("held out: %d codes (%d of %d listed codes are in this vocabulary)", int(held.sum()), found,
+                 len(tcfg.heldout_codes))
+    rows = np.flatnonzero(~held)
+    if len(rows) == 0:
+        raise ValueError("every code is held out: nothing left to train on")
+    return rows
+
+
 # ---- the loop ------------------------------------------------------------------------------
 def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str | Path | None = None,
           vocab=None, graph=None, text_embeddings: np.ndarray | None = None, progress: bool = True) -> Path:
@@ -278,9 +323,9 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
     run_cfg = replace(tcfg, batch_size=tcfg.per_process_batch(acc.num_processes), global_batch_size=None)
     if vocab is None:
         vocab, graph = load_vocabulary(tcfg.vocab_dir, tcfg.systems)
+    graph = training_graph(vocab, graph, tcfg)
     x = node_features(vocab, graph, mcfg, text_embeddings, progress=progress and acc.is_main_process)
-    held = heldout_mask(vocab.codes["code_id"], vocab.codes["kind"], tcfg.heldout_fraction)
-    train_rows = np.flatnonzero(~held)
+    train_rows = training_rows(vocab, tcfg)
 
     torch.manual_seed(tcfg.seed)
     model = MedTokModel(mcfg)
@@ -316,7 +361,7 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
         opt.step()
         q_model.mark_used(torch.cat([q[g].indices for g in GROUPS]))
         restarted = 0
-        if (step + 1) % tcfg.restart_every == 0:
+        if tcfg.dead_restarts and (step + 1) % tcfg.restart_every == 0:
             # CPU generator and samples: the same entries are re-seated on CPU and CUDA
             g = torch.Generator(device="cpu").manual_seed(tcfg.seed * 7919 + step)
             for region in ("text", "graph", "shared"):

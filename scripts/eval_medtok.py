@@ -3,7 +3,8 @@
     python scripts/eval_medtok.py runs/medtok [runs/medtok-textonly ...] --out runs/medtok/eval.json
     python scripts/eval_medtok.py --benchmark runs/medtok     # + tokenization speed, text-embedder speed
     python scripts/eval_medtok.py --ablations runs/ablations --steps 150 --batch-size 256
-        # trains + evaluates full / text-only / graph-only / N=3000 with the same budget
+        # trains + evaluates full / text-only / graph-only / no dead-entry restarts / no GEM edges / N=3000
+        # with the same budget (see also scripts/medtok_intrinsic.py: the table with baselines)
     python scripts/eval_medtok.py --embedder-benchmark --bench-texts 5000 --threads 1 [--bench-repeats 3]
         # our text embedder vs SentenceTransformer.encode (same bf16 autocast, and fp32), no checkpoint
 """
