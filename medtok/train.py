@@ -50,6 +50,7 @@ from medtok.checkpoint import (CheckpointError, load_tensors_pt, read_manifest, 
 from medtok.common.atomic import atomic_write_text
 from medtok.common.jsonconfig import JsonConfig
 from medtok.loading import load_vocabulary
+from medtok.common.determinism import deterministic_on_cpu
 from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
 from medtok.model.features import neighbor_table, node_features
 from medtok.model.losses import distance_kl, shared_loss, specific_loss
@@ -309,7 +310,17 @@ def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str 
 
     resume_from: a checkpoint directory (its model config is used), or "latest" for the newest
     checkpoint under `tcfg.out_dir` that verifies (a fresh start when there is none).
+
+    On the CPU this runs with PyTorch's deterministic kernels: the backward pass of the
+    attention-key gathers (`kv[keys]`, repeated indices) otherwise accumulates in a
+    thread-dependent order with >= 2 threads and every run trains a different tokenizer.
     """
+    with deterministic_on_cpu(None if tcfg.device == "auto" else tcfg.device):
+        return _train(tcfg, mcfg, resume_from, vocab, graph, text_embeddings, progress)
+
+
+def _train(tcfg: TrainConfig, mcfg: MedTokConfig | None, resume_from, vocab, graph,
+           text_embeddings: np.ndarray | None, progress: bool) -> Path:
     out = Path(tcfg.out_dir)
     if resume_from == "latest":
         resume_from = latest_checkpoint(out)
