@@ -122,8 +122,8 @@ class AdapterConfig(JsonConfig):
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
-        if self.vector_source not in ("medtok", "minilm", "none", "random"):
-            raise ValueError(f"vector_source must be medtok/minilm/none/random, got {self.vector_source!r}")
+        if self.vector_source not in ("medtok", "minilm", "none", "random", "constant"):
+            raise ValueError(f"vector_source must be medtok/minilm/none/random/constant, got {self.vector_source!r}")
         if self.max_codes < 0:
             raise ValueError(f"max_codes must be >= 0, got {self.max_codes}")
         if self.projector.hidden_size != self.hidden_size:

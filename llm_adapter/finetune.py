@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -49,11 +50,12 @@ from tqdm.auto import tqdm
 from llm_adapter.checkpoint import latest_checkpoint, load_adapter_weights, save_checkpoint
 from llm_adapter.data import alignment_examples, load_questions, qa_examples, vocab_dir_of
 from llm_adapter.determinism import deterministic_on_cpu
-from llm_adapter.finetune_config import FinetuneConfig, projector_for
+from llm_adapter.finetune_config import TEXT_ARM, FinetuneConfig, projector_for
 from llm_adapter.model import PrefixLM, base_fingerprint, load_base_lm
 from llm_adapter.option_scoring import score_by_option_likelihood
 from llm_adapter.report import format_seed_summary, format_table, plot_curves, summarize, summarize_seeds
-from llm_adapter.vectors import DescriptionVectors, MedTokVectors, RandomVectors, TableVectors
+from llm_adapter.text_baseline import text_caption_examples
+from llm_adapter.vectors import ConstantVectors, DescriptionVectors, MedTokVectors, RandomVectors, TableVectors
 from medtok.common.atomic import atomic_write_text
 from medtok.paths import cache_dir
 from qa.report import (checkpoint_fingerprint, files_fingerprint, provenance, questions_fingerprint, save_results,
@@ -62,6 +64,10 @@ from qa.scoring import score_multiple_choice
 
 # config keys that do not change what a run computes: a run may resume with other values
 NOT_FINGERPRINTED = ("output_dir", "progress", "resume", "checkpoint_every", "threads", "device")
+# keys added after the default job's figures were made: left out of the fingerprint while they
+# have their default value, so checkpoints of the default job stay resumable
+ADDED_KEYS = {"text_align_lr": None, "text_caption": "question"}
+NO_PREFIX_ARMS = ("lora", TEXT_ARM)
 ARM_RESULT = "arm_result.json"
 
 
@@ -160,6 +166,10 @@ def train_stage(model: PrefixLM, examples: list[tuple], stage, *, accelerator, l
             loss_sum = accelerator.reduce(loss_sum, reduction="sum")
         rec = {"step": step + 1, "loss": float(loss_sum) / n_answer, "grad_norm": grad_norm,
                "tokens": int(sum(len(examples[i][1]) + len(examples[i][2]) for i in everyone)),
+               # soft prefix positions the step's examples fed the LM (0 for arms without a prefix)
+               "prefix_tokens": int(sum(len(model.codes_for_prefix(examples[i][0])) for i in everyone)
+                                    * (model.config.projector.tokens_per_code if model.config.uses_prefix else 0)),
+               "examples": int(len(everyone)),
                "elapsed_s": time.perf_counter() - t0}
         curve.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}")
@@ -222,7 +232,7 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
             if accelerator.is_main_process:
                 print(f"{arm}: finished in an earlier run, reusing {saved}", flush=True)
             return rec["result"]
-    prefix = arm != "lora"
+    prefix = arm not in NO_PREFIX_ARMS
     acfg = copy.deepcopy(cfg.adapter)
     if prefix:
         acfg.vector_source = cfg.vector_source
@@ -250,6 +260,12 @@ def run_arm(arm: str, cfg: FinetuneConfig, base_lm, tokenizer, vectors, data: di
     if prefix and cfg.align.steps:
         res["curves"]["align"] = train_stage(model, data["align"], cfg.align, lora=False, projector=True,
                                              name="align", seed=cfg.seed, **common)
+    if arm == TEXT_ARM and cfg.align.steps:
+        # the text baseline's counterpart of the alignment stage: LoRA on the captions as text,
+        # the align stage's steps and batch (same budget), LoRA's learning rate
+        text_stage = dataclasses.replace(cfg.align, lr=cfg.text_align_lr or cfg.qa.lr)
+        res["curves"]["align"] = train_stage(model, data["align_text"], text_stage, lora=True, projector=False,
+                                             name="align_text", seed=cfg.seed, **common)
     if "option" in cfg.scorings and accelerator.is_main_process and cfg.score_base_before_qa:
         # before QA training: what the alignment alone gives (prefix arm) / the untrained LM (no prefix)
         res["scores"]["option@pre_qa"] = {s: _record(score(model, tokenizer, qs, cfg.eval_batch_size, cfg.progress,
@@ -312,6 +328,8 @@ def make_vector_source(cfg: FinetuneConfig, vocab, needed_codes: list[str], sour
         source = MedTokVectors.from_checkpoint(require_medtok_checkpoint(cfg), vocab_dir=cfg.vocab_dir)
     elif cfg.vector_source == "minilm":
         source = DescriptionVectors(vocab)
+    elif cfg.vector_source == "constant":
+        source = ConstantVectors(num_groups=4, dim=64, seed=cfg.seed)
     else:
         source = RandomVectors(num_groups=4, dim=64, seed=cfg.seed)
     return TableVectors.from_source(source, needed_codes)
@@ -327,9 +345,12 @@ def _examples_digest(examples: list[tuple]) -> str:
 def run_fingerprint(cfg: FinetuneConfig, data: dict, vectors, base_lm) -> str:
     """What a checkpoint belongs to: the config (less keys that do not change results), the
     training examples, the prefix vectors and the base LM."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_FINGERPRINTED}
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in NOT_FINGERPRINTED and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
     parts = [json.dumps(d, sort_keys=True), _examples_digest(data["qa"]), _examples_digest(data.get("align", [])),
              vectors.fingerprint() if vectors is not None else "", json.dumps(base_fingerprint(base_lm))]
+    if data.get("align_text"):
+        parts.append(_examples_digest(data["align_text"]))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -373,7 +394,7 @@ def finetune(cfg: FinetuneConfig, *, lm=None, tokenizer=None, questions=None, ve
         torch.set_num_threads(cfg.threads)
     accelerator = make_accelerator(cfg)
     out = Path(cfg.output_dir)
-    prefix_arm = any(a != "lora" for a in cfg.arms)
+    prefix_arm = any(a not in NO_PREFIX_ARMS for a in cfg.arms)
     if prefix_arm and cfg.vector_source == "medtok" and vector_source is None:
         require_medtok_checkpoint(cfg)  # before anything slow: a missing prerequisite fails at once
     if accelerator.is_main_process:
@@ -386,6 +407,10 @@ def finetune(cfg: FinetuneConfig, *, lm=None, tokenizer=None, questions=None, ve
     vectors = None
     results = {"config": cfg.to_dict(), "arms": {}, "n_train": len(train_qs),
                "n_eval": {k: len(v) for k, v in eval_sets.items()}}
+    if TEXT_ARM in cfg.arms and cfg.align.steps:
+        excluded = {c for qs in eval_sets.values() for q in qs for c in q.codes + q.meta.get("option_codes", [])}
+        data["align_text"] = text_caption_examples(tokenizer, vocab, cfg, excluded)
+        results["text_align_codes"] = [ex[0][0] for ex in data["align_text"]]
     if prefix_arm:
         # captions never describe a code that an evaluation question asks about or offers
         excluded = {c for qs in eval_sets.values() for q in qs for c in q.codes + q.meta.get("option_codes", [])}

@@ -9,6 +9,12 @@ from llm_adapter.config import AdapterConfig, ProjectorConfig, nested_from_dict
 from medtok.common.jsonconfig import JsonConfig, UnknownConfigKeys
 
 ARMS = ("lora", "lora+prefix")
+# every arm kind: ARMS (the default pair) plus the text baseline (llm_adapter.text_baseline):
+# LoRA trained on the alignment captions with the code written as text, no prefix
+TEXT_ARM = "lora+text"
+KNOWN_ARMS = ARMS + (TEXT_ARM,)
+VECTOR_SOURCES = ("medtok", "minilm", "random", "constant")
+TEXT_CAPTIONS = ("question", "means")
 DATASETS = ("ontology", "meddx")
 
 
@@ -83,6 +89,12 @@ class FinetuneConfig(JsonConfig):
     threads: int | None = None             # torch intra-op threads (None = torch default); 1 is ~2x faster on a busy shared CPU
     bf16_autocast: bool = True             # bf16 matmuls on CPU (measured 1.9x faster per matmul on this AVX512-BF16 CPU)
     device: str | None = None              # None: cuda when available, else cpu; or "cpu" / "cuda"
+    # the text-baseline arm (arms containing "lora+text"): its caption stage trains LoRA with the
+    # align stage's steps and batch at this learning rate (None = qa.lr, LoRA's own rate), on the
+    # alignment codes' captions written as text: "question" = the prefix arm's caption layout
+    # without the prefix, "means" = "<code id> means" -> description
+    text_align_lr: float | None = None
+    text_caption: str = "question"
 
     @classmethod
     def from_dict(cls, d: dict, *, unknown: str = "error") -> "FinetuneConfig":
@@ -105,11 +117,15 @@ class FinetuneConfig(JsonConfig):
             raise ValueError(f"scorings must be a non-empty subset of ('letter', 'option'), got {self.scorings}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        bad = [a for a in self.arms if a not in ARMS]
+        bad = [a for a in self.arms if a not in KNOWN_ARMS]
         if bad or not self.arms:
-            raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms}")
-        if self.vector_source not in ("medtok", "minilm", "random"):
-            raise ValueError(f"vector_source must be medtok/minilm/random, got {self.vector_source!r}")
+            raise ValueError(f"arms must be a non-empty subset of {KNOWN_ARMS}, got {self.arms}")
+        if self.vector_source not in VECTOR_SOURCES:
+            raise ValueError(f"vector_source must be one of {VECTOR_SOURCES}, got {self.vector_source!r}")
+        if self.text_caption not in TEXT_CAPTIONS:
+            raise ValueError(f"text_caption must be one of {TEXT_CAPTIONS}, got {self.text_caption!r}")
+        if self.text_align_lr is not None and not self.text_align_lr > 0:
+            raise ValueError(f"text_align_lr must be positive or None, got {self.text_align_lr}")
         if self.device not in (None, "cpu", "cuda"):
             raise ValueError(f"device must be None, 'cpu' or 'cuda', got {self.device!r}")
         if self.medtok_steps < 1:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llm_adapter.data import vocab_dir_of
 from llm_adapter.determinism import deterministic_on_cpu
-from llm_adapter.finetune import default_medtok_checkpoint, finetune
+from llm_adapter.finetune import NO_PREFIX_ARMS, default_medtok_checkpoint, finetune
 from llm_adapter.finetune_config import FinetuneConfig
 from medtok.build import build_vocabulary, format_statistics
 from medtok.train import TrainConfig, train
@@ -43,7 +43,7 @@ def prepare_vocabulary(cfg: FinetuneConfig, progress: bool = True) -> Path:
 
 
 def needs_medtok(cfg: FinetuneConfig) -> bool:
-    return cfg.vector_source == "medtok" and any(a != "lora" for a in cfg.arms)
+    return cfg.vector_source == "medtok" and any(a not in NO_PREFIX_ARMS for a in cfg.arms)
 
 
 def prepare_medtok(cfg: FinetuneConfig, progress: bool = True) -> Path | None:

@@ -156,3 +156,26 @@ class RandomVectors:
         if not out:
             return torch.zeros(0, self.num_groups, self.dim, device="cpu")
         return torch.tensor(np.stack(out), dtype=torch.float32, device="cpu")
+
+
+class ConstantVectors:
+    """Control: one fixed pseudo-random vector [G, d], the same for every code. It carries no
+    code information, so a prefix arm fed with it can only gain from the extra trainable
+    projector output (a learned constant soft prompt) and the alignment budget, never from
+    knowing the code; `RandomVectors` (a fixed random vector *per code*) is the other control,
+    a random identity the LM may memorise."""
+
+    name = "constant"
+
+    def __init__(self, num_groups: int = 4, dim: int = 64, seed: int = 0, identity: str | None = None):
+        self.num_groups, self.dim, self.seed = num_groups, dim, seed
+        self.identity = identity or f"constant-{seed}"
+        h = int.from_bytes(hashlib.sha256(f"constant:{seed}".encode()).digest()[:8], "little")
+        self._vector = torch.tensor(np.random.default_rng(h).standard_normal((num_groups, dim)),
+                                    dtype=torch.float32, device="cpu")
+
+    def known(self, code_id: str) -> bool:
+        return True
+
+    def vectors(self, code_ids: list[str]) -> torch.Tensor:
+        return self._vector.expand(len(code_ids), -1, -1).clone()  # CPU, one copy per code
