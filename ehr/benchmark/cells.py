@@ -1,0 +1,173 @@
+"""One cell of the grid = (dataset, task, model, tokenizer, seed): train, predict the WHOLE test
+split, score it, write one result file (+ the per-sample predictions) and never redo it.
+
+Cell files live at `<out>/cells/<dataset>/<task key>/<model>__<tokenizer>__s<seed>__<config
+hash>.json` with `.predictions.parquet` beside; the config hash covers the data fingerprint,
+the task definition and every model / training / tree / bootstrap setting, so a changed
+setting makes new cells instead of reusing stale ones. Files are written atomically
+(predictions first, the JSON last), so a cell interrupted mid-way is simply redone.
+
+Predictions use the MEDS label layout, one row per (sample, label): `subject_id`,
+`prediction_time`, `sample_id`, `label` (class name), `boolean_value` (the truth for that
+label), `predicted_boolean_probability`, `predicted_boolean_value` (p >= 0.5); for binary tasks
+one row per sample (the positive class), which `meds-evaluation` reads as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from ehr.benchmark.bootstrap import DEFAULT_REPLICATES, bootstrap_ci
+from ehr.benchmark.metrics import compute_metrics
+from ehr.benchmark.models.encoder import ModelConfig
+from ehr.benchmark.models.trees import TREE_MODELS, TreeConfig, bag_features, fit_predict
+from ehr.benchmark.prepare import TaskBundle
+from ehr.benchmark.tokenizers import CodeSpace, Resources, make_tokenizer
+from ehr.benchmark.train import HeldOutIntegrityError, TrainConfig, fit, n_outputs, predict
+from medtok.common.atomic import atomic_path, atomic_write_text
+from medtok.common.jsonconfig import JsonConfig
+
+NEURAL_MODELS = ("transformer", "behrt")
+MODELS = NEURAL_MODELS + TREE_MODELS
+DEFAULT_MODELS = ["transformer", "behrt", "gbt"]
+
+
+@dataclass
+class BenchConfig(JsonConfig):
+    """Every setting a cell depends on (recorded in every result file)."""
+
+    model: dict = field(default_factory=lambda: ModelConfig().to_dict())
+    train: dict = field(default_factory=lambda: TrainConfig().to_dict())
+    trees: dict = field(default_factory=lambda: TreeConfig().to_dict())
+    n_boot: int = DEFAULT_REPLICATES
+    boot_seed: int = 0
+    medtok_steps: int = 600
+
+    def __post_init__(self):
+        ModelConfig.from_dict(self.model), TrainConfig.from_dict(self.train), TreeConfig.from_dict(self.trees)
+        if self.n_boot < 1:
+            raise ValueError("n_boot must be >= 1")
+
+    def key(self, fingerprint: str, task_key: str, model: str) -> str:
+        part = {"fp": fingerprint, "task": task_key, "n_boot": self.n_boot, "boot_seed": self.boot_seed,
+                "medtok_steps": self.medtok_steps}
+        part["cfg"] = self.trees if model in TREE_MODELS else {"model": self.model, "train": self.train}
+        return hashlib.blake2b(json.dumps(part, sort_keys=True).encode(), digest_size=5).hexdigest()
+
+
+def cell_path(out: Path, dataset: str, bundle: TaskBundle, model: str, tokenizer: str, seed: int, cfg_key: str) -> Path:
+    return Path(out) / "cells" / dataset / bundle.key / f"{model}__{tokenizer}__s{seed}__{cfg_key}.json"
+
+
+def read_cell(path: Path) -> dict | None:
+    """The finished cell at `path`, or None (absent, unreadable, or its predictions missing)."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not Path(rec.get("predictions_file", "")).exists():
+        return None
+    return rec
+
+
+def predictions_frame(bundle: TaskBundle, rows: np.ndarray, p: np.ndarray) -> pl.DataFrame:
+    d = bundle.data
+    base = {"subject_id": d.subject_id[rows], "prediction_time": d.prediction_time[rows], "sample_id": d.sample_id[rows]}
+    if d.kind == "binary":
+        y = d.y[rows].astype(bool)
+        return pl.DataFrame({**base, "label": [d.classes[1]] * len(rows), "boolean_value": y,
+                             "predicted_boolean_probability": p.astype(np.float64),
+                             "predicted_boolean_value": p >= 0.5})
+    K = len(d.classes)
+    Y = np.eye(K, dtype=bool)[d.y[rows]] if d.kind == "multiclass" else d.y[rows].astype(bool)
+    rep = {k: np.repeat(v, K) for k, v in base.items()}
+    return pl.DataFrame({**rep, "label": np.tile(np.array(d.classes, dtype=object), len(rows)).astype(str),
+                         "boolean_value": Y.ravel(), "predicted_boolean_probability": p.reshape(-1).astype(np.float64),
+                         "predicted_boolean_value": p.reshape(-1) >= 0.5})
+
+
+def run_cell(bundle: TaskBundle, space: CodeSpace, res: Resources, model: str, tokenizer: str, seed: int,
+             cfg: BenchConfig) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train + predict the test split. Returns (record without metrics, test rows, probabilities)."""
+    d = bundle.data
+    test = d.rows("held_out")
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    rec: dict = {"model": model, "tokenizer": tokenizer, "seed": seed}
+    t0 = time.perf_counter()
+    if model in NEURAL_MODELS:
+        from ehr.benchmark.models.behrt import BEHRT
+        from ehr.benchmark.models.transformer import TransformEHR
+
+        mcfg, tcfg = ModelConfig.from_dict(cfg.model), TrainConfig.from_dict(cfg.train)
+        tok = make_tokenizer(tokenizer, mcfg.d_model, space, bundle.seen, res)
+        net = (TransformEHR if model == "transformer" else BEHRT)(tok, n_outputs(d.kind, len(d.classes)), mcfg)
+        hist = fit(net, d, tcfg, seed)
+        net = hist.pop("model")
+        t1 = time.perf_counter()
+        p = predict(net, d, test, tcfg.eval_batch_size)
+        infer = time.perf_counter() - t1
+        rec["tokenizer_info"] = tok.describe()
+        rec["model_trainable_params"] = sum(q.numel() for q in net.parameters() if q.requires_grad)
+        rec["training"] = {k: v for k, v in hist.items()}
+        rec["throughput"] = {"train_samples_per_s": hist["train_samples_seen"] / max(hist["train_seconds"], 1e-9),
+                             "train_samples_seen": hist["train_samples_seen"], "train_seconds": hist["train_seconds"],
+                             "infer_samples": int(len(test)), "infer_seconds": infer,
+                             "infer_samples_per_s": len(test) / max(infer, 1e-9)}
+    elif model in TREE_MODELS:
+        X, groups = bag_features(tokenizer, d.bag, bundle.seen, res)
+        p = fit_predict(model, d.kind, X, d.y, d.rows("train"), test, TreeConfig.from_dict(cfg.trees), seed,
+                        len(d.classes))
+        rec["tokenizer_info"] = {"tokenizer": tokenizer, "feature_columns": int(X.shape[1]), "feature_groups": groups}
+    else:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    rec["seconds"] = time.perf_counter() - t0
+    if len(p) != len(test):
+        raise HeldOutIntegrityError(f"{len(p)} predictions for {len(test)} test samples")
+    return rec, test, p
+
+
+def score(bundle: TaskBundle, test: np.ndarray, p: np.ndarray, cfg: BenchConfig) -> dict:
+    """Point metrics (scikit-learn, pooled test set) + patient-level bootstrap CIs."""
+    d = bundle.data
+    y = d.y[test]
+    m = compute_metrics(d.kind, y, p, d.classes)
+    ci = bootstrap_ci(d.kind, y, p, d.subject_id[test], cfg.n_boot, cfg.boot_seed)
+    return {"metrics": m, "ci": ci, "n_test": int(len(test)), "n_test_subjects": int(len(np.unique(d.subject_id[test])))}
+
+
+def execute_cell(path: Path, dataset: str, fingerprint: str, bundle: TaskBundle, space: CodeSpace, res: Resources,
+                 model: str, tokenizer: str, seed: int, cfg: BenchConfig, extra: dict | None = None) -> dict:
+    """Run and write one cell (predictions first, JSON last); returns the record."""
+    rec, test, p = run_cell(bundle, space, res, model, tokenizer, seed, cfg)
+    rec.update(score(bundle, test, p, cfg))
+    rec.update({"dataset": dataset, "task": bundle.name, "preset": bundle.preset, "task_key": bundle.key,
+                "kind": bundle.kind, "classes": bundle.classes, "task_definition": bundle.describe,
+                "data_fingerprint": fingerprint, "config": cfg.to_dict(), "cell": path.stem, **(extra or {})})
+    pred_path = path.with_suffix(".predictions.parquet")
+    pred = predictions_frame(bundle, test, p).with_columns(pl.lit(model).alias("model"),
+                                                            pl.lit(tokenizer).alias("tokenizer"),
+                                                            pl.lit(seed).alias("seed"))
+    with atomic_path(pred_path) as tmp:
+        pred.write_parquet(tmp)
+    rec["predictions_file"] = str(pred_path)
+    atomic_write_text(path, json.dumps(rec, indent=1, default=_json_default) + "\n")
+    return rec
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
