@@ -22,10 +22,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+# the serving tests start a real vLLM server from .venv-vllm; without it they skip and say why
 test: $(STAMP)
+	$(MAKE) serve-env || echo "warning: .venv-vllm could not be built; the vLLM serving tests will skip"
 	$(BIN)/python -m pytest -q
 
-# vLLM does not co-install with the main stack: it gets its own venv (scripts/serve_check.py)
+# vLLM does not co-install with the main stack: it gets its own venv (serve/, scripts/serve.py)
 .venv-vllm/.installed:
 	test -x .venv-vllm/bin/python || $(PY) -m venv .venv-vllm
 	.venv-vllm/bin/pip install -q torch==2.13.0
