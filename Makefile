@@ -25,7 +25,7 @@ demo: $(STAMP)
 # the serving tests start a real vLLM server from .venv-vllm; without it they skip and say why
 test: $(STAMP)
 	$(MAKE) serve-env || echo "warning: .venv-vllm could not be built; the vLLM serving tests will skip"
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 # vLLM does not co-install with the main stack: it gets its own venv (serve/, scripts/serve.py)
 .venv-vllm/.installed:

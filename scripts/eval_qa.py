@@ -37,7 +37,12 @@ def main(argv=None):
                    help="only print the table of saved results (first = baseline for paired comparisons)")
     p.add_argument("--merge", default=None, metavar="JSON",
                    help="with --table: merge the runs (one system, disjoint questions) into this JSON first")
+    p.add_argument("--backend", choices=["hf", "server"], default="hf",
+                   help="hf: score in process; server: send the questions to a running gateway (scripts/serve.py)")
+    p.add_argument("--server", default=None, help="with --backend server: the gateway URL, e.g. http://127.0.0.1:8000")
     a = p.parse_args(argv)
+    if a.backend == "server" and not a.server:
+        p.error("--backend server needs --server URL")
     if a.merge and not a.table:
         p.error("--merge needs --table FILES")
     if a.table:
@@ -51,9 +56,15 @@ def main(argv=None):
             kwargs["difficulty"] = a.difficulty
     elif a.size is not None or a.difficulty is not None:
         p.error("--size/--difficulty apply to --dataset ontology only")
-    evaluate(EvalConfig(model=a.model, dataset=a.dataset, data_path=a.data_path, split=a.split, limit=a.limit,
-                        batch_size=a.batch_size, mode=a.mode, dtype=a.dtype, device=a.device, n_boot=a.n_boot,
-                        seed=a.seed, system=a.system, output=a.output, dataset_kwargs=kwargs))
+    cfg = EvalConfig(model=a.model, dataset=a.dataset, data_path=a.data_path, split=a.split, limit=a.limit,
+                     batch_size=a.batch_size, mode=a.mode, dtype=a.dtype, device=a.device, n_boot=a.n_boot,
+                     seed=a.seed, system=a.system, output=a.output, dataset_kwargs=kwargs)
+    if a.backend == "server":
+        from serve.client import evaluate_via_server   # the gateway client; not needed for in-process scoring
+
+        evaluate_via_server(cfg, a.server)
+        return
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,21 @@ def shared_tiny_run() -> TinyRun:
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         _SHARED["run"] = tiny_run(root, linker=True)
     return _SHARED["run"]
+
+
+def synthetic_adapter(out_dir: str | Path = "runs/serve_synth/lora_prefix", lora_std: float = 0.02, seed: int = 0):
+    """An untrained-but-non-trivial adapter on the real embedded SmolLM2-135M (LoRA r=8 on q/k/v/o
+    with B ~ N(0, lora_std^2), a fresh projector, random code vectors): for measuring serving parity
+    and speed on the real model size when no fine-tuned checkpoint exists (accuracy means nothing)."""
+    from llm_adapter.config import AdapterConfig
+    from llm_adapter.model import PrefixLM
+    from llm_adapter.vectors import RandomVectors
+
+    model = PrefixLM.build(AdapterConfig(base_model="smollm2", vector_source="random", max_codes=4),
+                           vector_source=RandomVectors(4, 64, seed=seed), seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.lm.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * lora_std)
+    return model.save_pretrained(out_dir)
