@@ -131,3 +131,19 @@ def test_end_to_end_beats_shuffled_labels(cohort, tmp_path):
     assert Path(res["outputs"]["report_md"]).read_text().count("Table 3") >= 1
     summary = {(r["preset"], r["model"], r["tokenizer"]): r for r in res["summary"]}
     assert "diff_vs_flat" in summary[("test", "transformer", "hier-111")]
+
+
+def test_transfer_probe_on_a_second_cohort(cohort, tmp_path):
+    from ehr.benchmark.transfer import TransferConfig, run_transfer
+
+    a, task_a, vectors = cohort
+    ev_b, sp_b, task_b, _ = fixture_cohort(n_patients=300, seed=1)
+    b = cohort_from_frames("fixture-b", ev_b, sp_b)
+    res = run_transfer(TransferConfig(out=str(tmp_path), tokenizers=["flat"], seeds=[0], progress=False,
+                                      bench=BenchConfig(n_boot=100, train=TrainConfig(max_epochs=8).to_dict()).to_dict()),
+                       source=a, target=b, tasks_source=[task_a], tasks_target=[task_b], vectors=vectors)
+    probe, direct = ([r for r in res["rows"] if r["mode"] == m][0] for m in ("probe", "direct"))
+    # the frozen encoder's [CLS] features carry the risk chapter into the other cohort
+    assert probe["auroc"] > 0.7 and direct["auroc"] > 0.7, (probe, direct)
+    assert probe["n_test"] == len(b.splits.filter(pl.col("split") == "held_out"))
+    assert Path(tmp_path, "transfer_report.md").exists()

@@ -110,20 +110,25 @@ def _score(kind, y, p, subj, classes, bench):
             "ci": bootstrap_ci(kind, y, p, subj, bench.n_boot, bench.boot_seed)}
 
 
-def run_transfer(cfg: TransferConfig) -> dict:
+def run_transfer(cfg: TransferConfig, source=None, target=None, tasks_source: list | None = None,
+                 tasks_target: list | None = None, vectors: dict | None = None) -> dict:
+    """`source` / `target`: ready cohorts (default: loaded from the config); `tasks_*`: task
+    specs or objects per side, in matching order (default: `cfg.tasks` for both); `vectors`:
+    ready frozen vectors (tests)."""
     t0 = time.perf_counter()
     bench = BenchConfig.from_dict(cfg.bench)
     torch.set_num_threads(cfg.threads)
-    A = load_cohort(cfg.source_dataset, cfg.source_root,
-                    SyntheticSpec(cfg.synthetic_patients, cfg.synthetic_scenario, cfg.synthetic_seed))
-    B = load_cohort(cfg.target_dataset, cfg.target_root,
-                    SyntheticSpec(cfg.synthetic_patients, cfg.target_synthetic_scenario, cfg.synthetic_seed + 1))
+    A = source or load_cohort(cfg.source_dataset, cfg.source_root,
+                              SyntheticSpec(cfg.synthetic_patients, cfg.synthetic_scenario, cfg.synthetic_seed))
+    B = target or load_cohort(cfg.target_dataset, cfg.target_root,
+                              SyntheticSpec(cfg.synthetic_patients, cfg.target_synthetic_scenario, cfg.synthetic_seed + 1))
     space = CodeSpace(set(A.events["code"].unique().to_list()) | set(B.events["code"].unique().to_list()))
-    tasks = cfg.tasks or default_task_specs()
+    ta = tasks_source or cfg.tasks or default_task_specs()
+    tb = tasks_target or ta
     mcfg, tcfg = ModelConfig.from_dict(bench.model), TrainConfig.from_dict(bench.train)
-    pa = prepare(A, tasks, cfg.tokenizers, mcfg.max_len, bench.medtok_steps, cfg.progress, build_medtok=cfg.build_medtok,
-                 space=space, keep_codes=cfg.keep_codes)
-    pb = prepare(B, tasks, [], mcfg.max_len, bench.medtok_steps, cfg.progress, space=space, keep_codes=cfg.keep_codes)
+    pa = prepare(A, ta, cfg.tokenizers, mcfg.max_len, bench.medtok_steps, cfg.progress, vectors=vectors,
+                 build_medtok=cfg.build_medtok, space=space, keep_codes=cfg.keep_codes)
+    pb = prepare(B, tb, [], mcfg.max_len, bench.medtok_steps, cfg.progress, space=space, keep_codes=cfg.keep_codes)
     out = Path(cfg.out)
     records = []
     key = hashlib.blake2b(json.dumps([A.fingerprint, B.fingerprint, bench.to_dict(), cfg.probe_c, cfg.keep_codes],
