@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rare-train-subjects", type=int, default=10)
     ap.add_argument("--no-build-medtok", action="store_true", help="fail instead of training missing MedTok checkpoints")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the tables / report from the cells finished so far; train nothing")
     ap.add_argument("--build-medtok", action="store_true", help="only train/cache the MedTok checkpoints for --systems")
     ap.add_argument("--systems", nargs="+", default=["ICD9CM", "ICD9PCS"])
     ap.add_argument("--synthetic-suite", action="store_true",

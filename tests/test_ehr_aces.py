@@ -43,6 +43,9 @@ def test_labels_equal_aces_on_mimic3_demo(tmp_path):
     if root is None:
         pytest.skip("MIMIC-III demo not in ../shared/data")
     from ehr.sources import SourceConfig, convert_source
+    from ehr.sources.codes import default_vocab_dir
+    if not (default_vocab_dir() / "codes.parquet").exists():
+        pytest.skip("vocabulary cache not built (scripts/build_vocab.py)")
     convert_source(SourceConfig(dataset="mimic3", root=str(root), out=str(tmp_path / "m3"), progress=False))
     ev = meds_io.read_meds(tmp_path / "m3")
     shards = meds_io.shard_paths(tmp_path / "m3")

@@ -147,3 +147,18 @@ def test_transfer_probe_on_a_second_cohort(cohort, tmp_path):
     assert probe["auroc"] > 0.7 and direct["auroc"] > 0.7, (probe, direct)
     assert probe["n_test"] == len(b.splits.filter(pl.col("split") == "held_out"))
     assert Path(tmp_path, "transfer_report.md").exists()
+
+
+def test_predictions_rescore_with_meds_evaluation_schema(prepared, tmp_path):
+    from meds_evaluation.schema import PredictionSchema
+    from sklearn.metrics import average_precision_score
+
+    from ehr.benchmark.cells import meds_predictions
+
+    res = run_grid(GridConfig(dataset="fixture", out=str(tmp_path), tokenizers=["flat"], models=["logreg"], seeds=[0],
+                              bench=FAST, progress=False, report=False), prepared=prepared)
+    rec = res["records"][0]
+    df = meds_predictions(rec["predictions_file"])
+    PredictionSchema.validate(df.to_arrow())
+    assert average_precision_score(df["boolean_value"], df["predicted_boolean_probability"]) == \
+        pytest.approx(rec["metrics"]["auprc"])

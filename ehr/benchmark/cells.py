@@ -78,19 +78,32 @@ def read_cell(path: Path) -> dict | None:
     return rec
 
 
+MEDS_PREDICTION_COLUMNS = ("subject_id", "prediction_time", "boolean_value", "predicted_boolean_value",
+                           "predicted_boolean_probability")
+
+
+def meds_predictions(path, label: str | None = None) -> pl.DataFrame:
+    """The five columns `meds-evaluation`'s PredictionSchema accepts, from a cell's predictions
+    file (multi-class / multi-label: the rows of one `label`)."""
+    df = pl.read_parquet(path)
+    if label is not None:
+        df = df.filter(pl.col("label") == label)
+    return df.select(MEDS_PREDICTION_COLUMNS)
+
+
 def predictions_frame(bundle: TaskBundle, rows: np.ndarray, p: np.ndarray) -> pl.DataFrame:
     d = bundle.data
     base = {"subject_id": d.subject_id[rows], "prediction_time": d.prediction_time[rows], "sample_id": d.sample_id[rows]}
     if d.kind == "binary":
         y = d.y[rows].astype(bool)
         return pl.DataFrame({**base, "label": [d.classes[1]] * len(rows), "boolean_value": y,
-                             "predicted_boolean_probability": p.astype(np.float64),
+                             "predicted_boolean_probability": p.astype(np.float32),
                              "predicted_boolean_value": p >= 0.5})
     K = len(d.classes)
     Y = np.eye(K, dtype=bool)[d.y[rows]] if d.kind == "multiclass" else d.y[rows].astype(bool)
     rep = {k: np.repeat(v, K) for k, v in base.items()}
     return pl.DataFrame({**rep, "label": np.tile(np.array(d.classes, dtype=object), len(rows)).astype(str),
-                         "boolean_value": Y.ravel(), "predicted_boolean_probability": p.reshape(-1).astype(np.float64),
+                         "boolean_value": Y.ravel(), "predicted_boolean_probability": p.reshape(-1).astype(np.float32),
                          "predicted_boolean_value": p.reshape(-1) >= 0.5})
 
 
@@ -148,6 +161,7 @@ def execute_cell(path: Path, dataset: str, fingerprint: str, bundle: TaskBundle,
                  model: str, tokenizer: str, seed: int, cfg: BenchConfig, extra: dict | None = None) -> dict:
     """Run and write one cell (predictions first, JSON last); returns the record."""
     rec, test, p = run_cell(bundle, space, res, model, tokenizer, seed, cfg)
+    p = np.asarray(p, dtype=np.float32)    # as written (MEDS: float); scores and file agree exactly
     rec.update(score(bundle, test, p, cfg))
     rec.update({"dataset": dataset, "task": bundle.name, "preset": bundle.preset, "task_key": bundle.key,
                 "kind": bundle.kind, "classes": bundle.classes, "task_definition": bundle.describe,

@@ -69,7 +69,8 @@ def suite_cmd(a: dict) -> str:
                       tokenizers=expand_tokenizers(a["tokenizers"]) if a["tokenizers"] != DEFAULT_TOKENIZERS else d.tokenizers,
                       models=a["models"] if a["models"] != DEFAULT_MODELS else d.models, seeds=a["seeds"],
                       workers=a["workers"], threads=a["threads"], bench=bench_config(a).to_dict(),
-                      rare_train_subjects=a["rare_train_subjects"], progress=not a["no_progress"], **kw)
+                      rare_train_subjects=a["rare_train_subjects"], progress=not a["no_progress"],
+                      compute=not a.get("report_only"), **kw)
     return run_suite(cfg)["report"]
 
 
@@ -88,7 +89,7 @@ def transfer_cmd(a: dict) -> str:
 def grid_cmd(a: dict) -> str:
     from ehr.benchmark.runner import GridConfig, run_grid
 
-    res = run_grid(GridConfig(dataset=a["dataset"], root=a["root"], out=a["out"],
+    res = run_grid(GridConfig(dataset=a["dataset"], root=a["root"], out=a["out"], compute=not a.get("report_only"),
                               synthetic_scenario=a["synthetic_scenario"], keep_codes=a["keep_codes"], **common_args(a)))
     return json.dumps({"cells": res["cells"], "cells_reused": res["cells_reused"], "seconds": res["seconds"],
                        "outputs": res["outputs"]}, indent=1, default=str)

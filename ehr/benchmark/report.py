@@ -290,7 +290,9 @@ def write_report(records: list[dict], summary: list[dict], out: Path, meta: dict
              f"the same replicates.\n"]
     skipped = [t for t in meta.get("tasks", []) if t.get("skipped")]
     if skipped:
-        parts.append("Tasks not run: " + "; ".join(f"{t['task']}/{t['preset']}: {t['skipped']}" for t in skipped) + "\n")
+        parts.append("Tasks not run: " + "; ".join(
+            t["skipped"] if t["skipped"].startswith(f"{t['task']}/{t['preset']}") else f"{t['task']}/{t['preset']}: {t['skipped']}"
+            for t in skipped) + "\n")
     plots = []
     for ds in datasets:
         parts.append(f"\n## {ds}: the paper's Table 3 layout (AUPRC)\n\n" + table3(summary, ds))

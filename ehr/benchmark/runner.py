@@ -59,6 +59,7 @@ class GridConfig(JsonConfig):
     build_medtok: bool = True
     progress: bool = True
     report: bool = True
+    compute: bool = True                       # False: report on the finished cells only (no training)
 
     def __post_init__(self):
         for t in self.tokenizers:
@@ -136,6 +137,9 @@ def run_cells(prep: Prepared, jobs: list[tuple], cfg: GridConfig, bench: BenchCo
     for job in jobs:
         rec = read_cell(Path(job[0]))
         (records.append(rec) if rec is not None else todo.append(job))
+    if not cfg.compute:
+        log.info("report only: %d finished cells, %d not computed", len(records), len(todo))
+        todo = []
     bar = tqdm(total=len(jobs), initial=len(records), desc=f"{prep.cohort.name} cells", unit="cell",
                disable=not cfg.progress)
     state = {"dataset": prep.cohort.name, "fingerprint": prep.cohort.fingerprint, "bundles": prep.bundles,

@@ -49,10 +49,13 @@ class SuiteConfig(JsonConfig):
     bench: dict = field(default_factory=lambda: BenchConfig().to_dict())
     keep_codes: str = KEEP
     progress: bool = True
+    compute: bool = True          # False: only the reports, from the cells finished so far
 
 
 def _grid(cfg: SuiteConfig, scenario: str, tokenizers: list, models: list, seeds: list, report: bool) -> dict:
-    return run_grid(GridConfig(dataset="synthetic", root=str(Path(cfg.out) / "data" / scenario),
+    if not cfg.compute and not (Path(cfg.out) / "data" / scenario / "synthetic" / "config.json").exists():
+        return {"records": [], "summary": []}
+    return run_grid(GridConfig(compute=cfg.compute, dataset="synthetic", root=str(Path(cfg.out) / "data" / scenario),
                                out=str(Path(cfg.out) / scenario), tasks=cfg.tasks, tokenizers=tokenizers,
                                models=models, seeds=seeds, workers=cfg.workers, threads=cfg.threads, bench=cfg.bench,
                                synthetic_patients=cfg.n_patients, synthetic_scenario=scenario,
@@ -64,7 +67,8 @@ def run_suite(cfg: SuiteConfig) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "suite_config.json")
+    if cfg.compute:
+        cfg.save(out / "suite_config.json")
     abl = [t for t in ABLATION_TOKENIZERS if t != "hier-000"] if cfg.ablation else []
     phases = [(s, cfg.tokenizers, cfg.models, cfg.seeds[:1]) for s in cfg.scenarios]
     if abl and "hierarchy" in cfg.scenarios:
@@ -73,7 +77,7 @@ def run_suite(cfg: SuiteConfig) -> dict:
     if abl and "hierarchy" in cfg.scenarios:
         phases.append(("hierarchy", abl, cfg.models, cfg.seeds))
     log = []
-    for scenario, toks, models, seeds in phases:
+    for scenario, toks, models, seeds in (phases if cfg.compute else []):
         t = time.perf_counter()
         _grid(cfg, scenario, toks, models, seeds, report=False)
         log.append({"scenario": scenario, "tokenizers": toks, "seeds": seeds, "seconds": time.perf_counter() - t})
@@ -82,12 +86,15 @@ def run_suite(cfg: SuiteConfig) -> dict:
     for s in cfg.scenarios:   # final pass: every cell of a scenario (all reused) in one grid, with its report
         toks = list(dict.fromkeys(cfg.tokenizers + (abl if s == "hierarchy" else [])))
         results[s] = _grid(cfg, s, toks, cfg.models, cfg.seeds, report=True)
+        if not results[s]["records"]:
+            results.pop(s)
     summary = [r for s in results.values() for r in s["summary"]]
     wall = time.perf_counter() - t0
     report = suite_report(summary, cfg, wall)
-    (out / "suite_report.md").write_text(report)
-    atomic_write_text(out / "suite.json", json.dumps({"config": cfg.to_dict(), "wall_seconds_this_run": wall,
-                                                      "phases": log, "summary": summary}, indent=1, default=str) + "\n")
+    (out / ("suite_report.md" if cfg.compute else "suite_report_partial.md")).write_text(report)
+    name = "suite.json" if cfg.compute else "suite_partial.json"
+    atomic_write_text(out / name, json.dumps({"config": cfg.to_dict(), "wall_seconds_this_run": wall,
+                                              "phases": log, "summary": summary}, indent=1, default=str) + "\n")
     return {"summary": summary, "report": report, "wall_seconds": wall}
 
 
@@ -99,7 +106,7 @@ def suite_report(summary: list[dict], cfg: SuiteConfig, wall: float) -> str:
     lines = [f"# Synthetic cohort: tokenizers across generator scenarios\n",
              f"{cfg.n_patients:,} synthetic patients per scenario (`ehr.synthetic`), task(s) {', '.join(cfg.tasks)}; "
              f"inputs: diagnosis/procedure codes, sex, admission markers; models {', '.join(cfg.models)}; seeds "
-             f"{cfg.seeds}. AUPRC mean ± sd over seeds, [95% CI of the seed mean, patient bootstrap]; Δ = paired "
+             f"{cfg.seeds} (bag-of-codes models: one deterministic fit). AUPRC mean ± sd over seeds, [95% CI of the seed mean, patient bootstrap]; Δ = paired "
              f"difference to flat on the same replicates. 'rare' = test patients whose informative codes each occur in "
              f"≤ {cfg.rare_train_subjects} training patients. Wall time of this invocation: {wall / 3600:.2f} h "
              f"(cells finished by earlier invocations are reused, not recomputed).\n"]
@@ -122,7 +129,8 @@ def suite_report(summary: list[dict], cfg: SuiteConfig, wall: float) -> str:
                     if r is None:
                         cells.append("–")
                         continue
-                    c = f"{_f(r['auprc_mean'])} ± {_f(r['auprc_sd'])} [{_f(r['auprc_lo'])}, {_f(r['auprc_hi'])}]"
+                    sd = f" ± {_f(r['auprc_sd'])}" if r["seeds"] > 1 else ""
+                    c = f"{_f(r['auprc_mean'])}{sd} [{_f(r['auprc_lo'])}, {_f(r['auprc_hi'])}]"
                     if "diff_vs_flat" in r:
                         c += f"<br>Δ {_f(r['diff_vs_flat'])} [{_f(r['diff_lo'])}, {_f(r['diff_hi'])}]"
                     cells.append(c)
