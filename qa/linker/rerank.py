@@ -14,6 +14,11 @@ candidate is in the gold code's 3-character category". The category with the hig
 probability wins; inside it the lexical order is kept (so code-level precision is not traded
 for category-level gains).
 
+Storage is pickle-free: the word vectorizer as data (`index.save_tfidf`, its analyzer is this
+module's `word_analyzer`, re-attached on load) and the trees as arrays (`trees.py`), which are
+also what scores candidates right after fitting, so a loaded re-ranker behaves exactly like the
+fitted one.
+
 Fitting data costs nothing and never touches evaluation terms: ICD-10-CM inclusion terms that
 *are* in the KB are queried with the (alias, code) pairs they contribute removed
 (`unseen_pairs`), which is exactly what a held-out synonym looks like. Exact alias matches
@@ -27,18 +32,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from medtok.common.hashing import stable_fraction
+from qa.linker.index import load_tfidf, save_tfidf
 from qa.linker.kb import RANK_DERIVED, RANK_NAME, RANK_SYNONYM, clean_alias, derive_aliases
+from qa.linker.trees import GradientBoostedTrees
 
 FEATURES = ("lexical", "category_share", "alias_rank", "is_group", "word_code", "word_category",
             "dense_code", "dense_category", "lexical_gap", "word_code_gap", "word_category_gap",
             "dense_code_gap", "dense_category_gap", "lexical_rank", "mention_words", "mention_best_lexical")
-FORMAT = 2
+FORMAT = 3  # 3: no pickle (word_tfidf.json/.npy + trees.npz); 2 stored reranker.joblib
 _WORDS = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an and as at by for from in into of on or the to with without nos nec other "
                   "unspecified specified due".split())
@@ -215,8 +221,11 @@ class CodeReranker:
         X, y = np.concatenate(X), np.concatenate(y)
         if y.all() or not y.any():
             raise ValueError("fitting data has a single class: the KB is too small to fit a re-ranker")
-        self.model = HistGradientBoostingClassifier(learning_rate=0.1, max_iter=200, max_leaf_nodes=31,
-                                                    random_state=seed).fit(X, y)
+        model = HistGradientBoostingClassifier(learning_rate=0.1, max_iter=200, max_leaf_nodes=31,
+                                               random_state=seed).fit(X, y)
+        # score with the exported arrays from now on: the same numbers as model.predict_proba (bit
+        # for bit in tests/test_linker_persist.py), and the same object a loaded re-ranker has
+        self.model = GradientBoostedTrees.from_sklearn(model)
         self.info = {"queries": len(queries), "rows": int(len(y)), "seed": seed, "k": k,
                      "fit_category_accuracy_lexical": float(np.mean(hit_base)),
                      "dense": self.code_embeddings is not None}
@@ -224,13 +233,19 @@ class CodeReranker:
 
     # ---- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
+        if self.model is None:
+            raise ValueError("the re-ranker is not fitted: nothing to save")
+        trees = (self.model if isinstance(self.model, GradientBoostedTrees)
+                 else GradientBoostedTrees.from_sklearn(self.model))
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"vectorizer": self.vectorizer, "model": self.model}, d / "reranker.joblib")
+        save_tfidf(self.vectorizer, d, "word_tfidf")
+        trees.save(d / "trees.npz")
         sp.save_npz(d / "code_words.npz", self.code_matrix)
         sp.save_npz(d / "category_words.npz", self.category_sums)
         if self.code_embeddings is not None:
             np.save(d / "code_embeddings.npy", self.code_embeddings)
+        # written last: `exists` means complete
         (d / "reranker.json").write_text(json.dumps({"format": FORMAT, "features": list(FEATURES),
                                                      "code_ids": self.code_ids, "info": self.info}))
 
@@ -238,12 +253,16 @@ class CodeReranker:
     def load(cls, directory: str | Path) -> "CodeReranker":
         d = Path(directory)
         meta = json.loads((d / "reranker.json").read_text())
+        # checked before any other file is read: an older directory (format 2 pickled its model in
+        # reranker.joblib) is refused, never unpickled
         if meta.get("format") != FORMAT or meta["features"] != list(FEATURES):
             raise ValueError(f"{d} holds a re-ranker of another format; delete it to refit")
-        parts = joblib.load(d / "reranker.joblib")
-        emb = np.load(d / "code_embeddings.npy") if (d / "code_embeddings.npy").exists() else None
-        return cls(parts["vectorizer"], meta["code_ids"], sp.load_npz(d / "code_words.npz").tocsr(),
-                   sp.load_npz(d / "category_words.npz").tocsr(), emb, parts["model"], meta.get("info"))
+        vectorizer = load_tfidf(d, "word_tfidf", analyzer=word_analyzer)
+        model = GradientBoostedTrees.load(d / "trees.npz")
+        emb_path = d / "code_embeddings.npy"
+        emb = np.load(emb_path, allow_pickle=False) if emb_path.exists() else None
+        return cls(vectorizer, meta["code_ids"], sp.load_npz(d / "code_words.npz").tocsr(),
+                   sp.load_npz(d / "category_words.npz").tocsr(), emb, model, meta.get("info"))
 
     @staticmethod
     def exists(directory: str | Path) -> bool:
