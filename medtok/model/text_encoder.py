@@ -73,6 +73,7 @@ class TextEmbedder:
             if p.exists():
                 h.update(p.read_bytes())
         h.update(f"max_seq_length={self.model.max_seq_length}".encode())
+        h.update(f"bf16={self.bf16};batches=exact-length".encode())   # what changes the numbers
         return h.hexdigest()
 
     @torch.inference_mode()
@@ -83,21 +84,31 @@ class TextEmbedder:
         tok = self.model.tokenizer
         enc = tok(unique_texts, add_special_tokens=True, truncation=True, max_length=self.model.max_seq_length)
         ids = enc["input_ids"]
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        # Batches hold texts of one exact token length, so nothing is padded. With padding, a text's
+        # bf16 embedding depended on the longest text it happened to share a batch with (up to 1e-3:
+        # the kernels' reduction order changes with the padded length), so cached embeddings
+        # depended on the cache's history, and so did every MedTok trained on them. Without
+        # padding a text's vector is bitwise the same alone or in any batch (tested).
+        lengths = np.array([len(x) for x in ids])
+        order = np.argsort(lengths, kind="stable")
+        batches = [chunk for L in np.unique(lengths) for chunk in _chunks(order[lengths[order] == L], self.batch_size)]
         out = np.zeros((len(unique_texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(unique_texts), desc="text embeddings", unit="text", disable=not progress)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
-            features = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        for idx in batches:
+            input_ids = torch.tensor([ids[i] for i in idx])
+            features = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
             if "token_type_ids" in enc:
-                features["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+                features["token_type_ids"] = torch.zeros_like(input_ids)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 emb = self.model(features)["sentence_embedding"]
             out[idx] = emb.float().numpy()
             bar.update(len(idx))
         bar.close()
         return out[inverse]
+
+
+def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
+    return [idx[s:s + size] for s in range(0, len(idx), size)]
 
 
 def _text_key(text: str) -> bytes:
