@@ -177,7 +177,8 @@ def medtok_stage(cfg: ExperimentConfig, arm: str, setting: str, seed: int, vocab
     tcfg, mcfg = medtok_configs(cfg, ARM_SPECS[arm][2], setting, seed, vocab, fcfg)
     key = hashlib.sha256(json.dumps([tcfg.to_dict(), mcfg.to_dict()], sort_keys=True).encode()).hexdigest()[:12]
     out = cfg.medtok_root() / f"{mcfg.modalities}-{setting}-seed{seed}-{key}"
-    info = {"dir": str(out), "modalities": mcfg.modalities, "setting": setting, "seed": seed, "steps": tcfg.steps,
+    # the name under the MedTok root, never an absolute path: result files must not carry the machine's paths
+    info = {"dir": out.name, "modalities": mcfg.modalities, "setting": setting, "seed": seed, "steps": tcfg.steps,
             "heldout_codes": len(tcfg.heldout_codes or []), "config_hash": key}
     if (out / "model.safetensors").exists() and (out / "config.json").exists():
         print(f"  [medtok] reusing {out}", flush=True)

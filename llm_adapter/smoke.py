@@ -3,7 +3,7 @@
     python scripts/gpu_smoke.py                 # on CUDA (the default when torch sees a GPU)
     python scripts/gpu_smoke.py --device cpu    # the same stages on the CPU (what the test runs)
 
-Sized for a lent GPU machine with no package registry and little that can be carried:
+Sized for a bare GPU machine (no package index, nothing pre-built):
 nothing is downloaded or read from a cache. The inputs are the toy vocabulary
 (`medtok.toy`, 496 codes), random text features, a 2-layer LLaMA and a character-level
 tokenizer built here in code (`tiny_llama`, `char_tokenizer`; the tests use them too).

@@ -133,7 +133,8 @@ def test_medtok_stage_strictly_unseen(grid):
     recs = load_cells(cfg.results_dir)
     today, strict = recs["prefix_medtok__today__seed0"]["medtok"], recs["prefix_medtok__strict__seed0"]["medtok"]
     assert today["heldout_codes"] == 0 and strict["heldout_codes"] > 0 and today["dir"] != strict["dir"]
-    held = set(json.loads((Path(strict["dir"]) / "train_config.json").read_text())["heldout_codes"])
+    assert not Path(strict["dir"]).is_absolute() and "/" not in strict["dir"]   # no machine paths in results
+    held = set(json.loads((cfg.medtok_root() / strict["dir"] / "train_config.json").read_text())["heldout_codes"])
     _, _, evals = toy.questions(type("C", (), {"ontology": {"seed": 0}})())
     test_codes = {c for q in evals["test"] for c in q.codes + q.meta["option_codes"]}
     assert test_codes <= held
