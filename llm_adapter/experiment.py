@@ -20,6 +20,12 @@ ICD-10-CM code but its hashed 5%), "strict" (also never MedTok training centres:
 differ between settings; the other arms' cells are shared ("shared" in the cell name) and
 reported under both.
 
+Tasks: "ontology" (the job's code -> description questions; results/prefix_experiment) and
+"relational" (`llm_adapter.experiment_relational`: GEM partner, CCS group, parent title,
+sibling; per-type accuracy; MedTok also on ICD-9-CM/CCS/CCSR; a third setting
+"strict_edges" = strict + the edges those answers travel along removed around test codes;
+results/prefix_experiment_relational).
+
 A seed fixes the question sampling (`OntologyQAConfig.seed`; the test *codes* stay the held-out
 split), the initialisation, the data order and the seed of each MedTok that arm reads. MedToks
 are trained as a visible stage of their own, cached by config hash (`medtok_dir`).
@@ -37,6 +43,8 @@ import numpy as np
 
 from llm_adapter.data import alignment_codes, load_questions
 from llm_adapter.determinism import deterministic_on_cpu
+from llm_adapter.experiment_relational import (RELATIONAL_MEDTOK_SYSTEMS, config_key, edges_to_drop,
+                                               load_relational_questions, relational_config)
 from llm_adapter.finetune import finetune
 from llm_adapter.finetune_config import TEXT_ARM, FinetuneConfig
 from medtok.common.atomic import atomic_write_text
@@ -57,30 +65,46 @@ ARM_SPECS = {
     "prefix_medtok_graph": ("lora+prefix", "medtok", "graph"),
 }
 ARMS = tuple(ARM_SPECS)  # also the run order within a seed: the most informative first
-SETTINGS = ("today", "strict")
+SETTINGS = ("today", "strict", "strict_edges")
+TASKS = ("ontology", "relational")
+DEFAULTS = {  # per task: settings, MedTok systems, where results and checkpoints go
+    "ontology": {"settings": ("today", "strict"), "medtok_systems": ("ICD10CM",),
+                 "results_dir": "results/prefix_experiment", "work_dir": "runs/prefix_experiment"},
+    "relational": {"settings": SETTINGS, "medtok_systems": RELATIONAL_MEDTOK_SYSTEMS,
+                   "results_dir": "results/prefix_experiment_relational", "work_dir": "runs/prefix_experiment_relational"},
+}
 MINIMUM = {"align_examples": 120 * 16, "qa_examples": 60 * 16, "test_questions": 300}
 
 
 @dataclass
 class ExperimentConfig(JsonConfig):
-    results_dir: str = "results/prefix_experiment"  # one small JSON per finished cell (committed)
-    work_dir: str = "runs/prefix_experiment"        # per-cell checkpoints (resume after a kill)
+    task: str = "ontology"                          # "ontology" | "relational"
+    relational: dict = field(default_factory=dict)  # RelationalQAConfig overrides (task "relational")
+    results_dir: str | None = None                  # one small JSON per finished cell (committed); None: per task
+    work_dir: str | None = None                     # per-cell checkpoints (resume after a kill); None: per task
     medtok_dir: str | None = None                   # None: <cache>/prefix_experiment_medtok
     arms: tuple = ARMS
-    settings: tuple = SETTINGS
+    settings: tuple | None = None                   # None: the task's (DEFAULTS)
     seeds: tuple = (0, 1, 2)
     finetune: dict = field(default_factory=dict)    # FinetuneConfig overrides (default: the job's recipe)
     no_prefix_budget: str = "qa"                    # "qa": alignment budget spent on extra QA steps
     medtok_steps: int = 600
     medtok_batch_size: int = 256
     medtok_model: dict = field(default_factory=dict)  # MedTokConfig overrides
-    medtok_systems: tuple = ("ICD10CM",)
+    medtok_systems: tuple | None = None             # None: the task's (DEFAULTS)
     checkpoint_every: int = 20
     threads: int | None = 1
     enforce_minimum: bool = True                    # never below today's steps / 300 test questions
     progress: bool = False
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for key, val in DEFAULTS[self.task].items():
+            if getattr(self, key) is None:
+                setattr(self, key, val)
+        if self.task == "ontology" and ("strict_edges" in self.settings or self.relational):
+            raise ValueError("the strict_edges setting and relational overrides belong to task='relational'")
         self.arms, self.settings = tuple(self.arms), tuple(self.settings)
         self.seeds, self.medtok_systems = tuple(int(s) for s in self.seeds), tuple(self.medtok_systems)
         bad = [a for a in self.arms if a not in ARM_SPECS] + [s for s in self.settings if s not in SETTINGS]
@@ -157,13 +181,16 @@ def medtok_configs(cfg: ExperimentConfig, modalities: str, setting: str, seed: i
     from medtok.model.config import MedTokConfig
     from medtok.train import TrainConfig
 
-    held = None
-    if setting == "strict":
+    held, drop = None, {}
+    if setting in ("strict", "strict_edges"):
         oc = fcfg.ontology
         held = sorted(split_vocabulary_codes(vocab, "test", tuple(oc.get("split_fractions", (0.7, 0.15, 0.15))),
                                              oc.get("split_seed", 0)))
+    if setting == "strict_edges":
+        # every edge the relational answers travel along, where it touches a test-split code
+        drop = {"drop_edge_types": edges_to_drop(relational_config(cfg.relational, fcfg).types), "drop_edges_touching": held}
     tcfg = TrainConfig(vocab_dir=fcfg.vocab_dir, systems=list(cfg.medtok_systems), steps=cfg.medtok_steps,
-                       batch_size=cfg.medtok_batch_size, seed=seed, heldout_codes=held, save_every=100)
+                       batch_size=cfg.medtok_batch_size, seed=seed, heldout_codes=held, save_every=100, **drop)
     mcfg = MedTokConfig(**{**cfg.medtok_model, "modalities": modalities})
     return tcfg, mcfg
 
@@ -180,6 +207,8 @@ def medtok_stage(cfg: ExperimentConfig, arm: str, setting: str, seed: int, vocab
     # the name under the MedTok root, never an absolute path: result files must not carry the machine's paths
     info = {"dir": out.name, "modalities": mcfg.modalities, "setting": setting, "seed": seed, "steps": tcfg.steps,
             "heldout_codes": len(tcfg.heldout_codes or []), "config_hash": key}
+    if tcfg.drop_edge_types:
+        info["drop_edge_types"] = tcfg.drop_edge_types
     if (out / "model.safetensors").exists() and (out / "config.json").exists():
         print(f"  [medtok] reusing {out}", flush=True)
         info["train_s"] = None
@@ -234,6 +263,8 @@ def config_hash(cfg: ExperimentConfig, arm: str, setting: str, seed: int) -> str
         fcfg.pop(k, None)
     extra = [cfg.medtok_steps, cfg.medtok_batch_size, cfg.medtok_model, list(cfg.medtok_systems)] \
         if ARM_SPECS[arm][1] == "medtok" else []
+    if cfg.task != "ontology":  # (the ontology task's hashes stay what they were before tasks existed)
+        extra = extra + [cfg.task, config_key(cfg.relational)]
     return hashlib.sha256(json.dumps([fcfg, extra], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -247,7 +278,9 @@ def run_cell(cfg: ExperimentConfig, arm: str, setting: str, seed: int, *, lm=Non
     t0 = time.perf_counter()
     name = cell_name(arm, setting, seed)
     fcfg = cell_finetune_config(cfg, arm, setting, seed)
-    vocab, train_qs, evals = (questions_fn or load_questions)(fcfg)
+    if questions_fn is None:
+        questions_fn = load_questions if cfg.task == "ontology" else (lambda f: load_relational_questions(cfg.relational, f))
+    vocab, train_qs, evals = questions_fn(fcfg)
     captions = caption_codes(fcfg, vocab, evals)
     leaks = leak_check(vocab, train_qs, evals, captions)
     if leaks:

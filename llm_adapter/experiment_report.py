@@ -127,6 +127,37 @@ def qtype_table(cfg: ExperimentConfig, cells: dict, scoring: str = "option", spl
     return "\n".join(lines)
 
 
+def qtype_diff_table(cfg: ExperimentConfig, cells: dict, ref: str, scoring: str = "option", split: str = "test") -> str:
+    """Per question type: each arm minus `ref`, points, on the same questions, pooled over the
+    seeds (pairs stay within a seed) with a paired bootstrap 95% CI and McNemar p."""
+    types = sorted({t for c in cells.values() for t in c["scores"].get(scoring, {}).get(split, {}).get("qtype", [])})
+    if len(types) < 2:
+        return ""
+    lines = [f"| arm | setting | {' | '.join(types)} |", "|---|---|" + "---|" * len(types)]
+    for setting in cfg.settings:
+        for arm in cfg.arms:
+            if arm == ref:
+                continue
+            row = []
+            for t in types:
+                pairs = []
+                for seed in cfg.seeds:
+                    a, b = _cell(cells, ref, setting, seed), _cell(cells, arm, setting, seed)
+                    sa = a and a["scores"].get(scoring, {}).get(split)
+                    sb = b and b["scores"].get(scoring, {}).get(split)
+                    if sa and sb and sa["ids"] == sb["ids"]:
+                        m = np.array(sb["qtype"]) == t
+                        pairs.append((np.array(sa["correct"], bool)[m], np.array(sb["correct"], bool)[m]))
+                if not pairs or not sum(len(x) for x, _ in pairs):
+                    row.append("–")
+                    continue
+                p = paired_comparison(np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs]), seed=0)
+                row.append(f"{100 * p['diff']:+.1f} [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] "
+                           f"p={p['mcnemar_p']:.2g} (seeds={len(pairs)})")
+            lines.append(f"| {arm} | {setting} | {' | '.join(row)} |")
+    return "\n".join(lines)
+
+
 def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
     cells = load_cells(cfg.results_dir)
     n_seeds = len(cfg.seeds)
@@ -138,11 +169,16 @@ def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
              "## Training budget read off the recorded curves (mean over cells)", "", budget_table(cfg, cells)]
     qt = qtype_table(cfg, cells)
     if qt:
-        parts += ["", "## Per question type (option likelihood)", "", qt]
+        parts += ["", "## Per question type (option likelihood), accuracy % mean ± sd over seeds", "", qt]
+        for ref in ("no_prefix", "text_baseline"):
+            if ref in cfg.arms:
+                parts += ["", f"### Per question type: minus {ref}, points, pooled over seeds "
+                          "[paired bootstrap 95% CI] McNemar p", "", qtype_diff_table(cfg, cells, ref)]
     text = "\n".join(parts) + "\n"
     path = Path(out) if out else Path(cfg.results_dir) / "SUMMARY.md"
     atomic_write_text(path, text)
     return text
 
 
-__all__ = ["ARMS", "load_cells", "main_table", "budget_table", "qtype_table", "summarize", "paired"]
+__all__ = ["ARMS", "load_cells", "main_table", "budget_table", "qtype_table", "qtype_diff_table", "summarize",
+           "paired"]

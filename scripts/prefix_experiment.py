@@ -3,8 +3,9 @@
     python scripts/prefix_experiment.py --threads 1                  # the whole grid (hours on 2 cores)
     python scripts/prefix_experiment.py --arms no_prefix text_baseline prefix_medtok --seeds 0 --settings today
     python scripts/prefix_experiment.py --summarize                  # results/prefix_experiment/SUMMARY.md
+    python scripts/prefix_experiment.py --task relational --threads 1  # per-type relational grid
 
-Each finished cell writes results/prefix_experiment/<arm>__<setting>__seed<N>.json; started
+Each finished cell writes results/prefix_experiment[_relational]/<arm>__<setting>__seed<N>.json; started
 again, the runner skips those (same config hash) and a killed cell resumes from its
 checkpoints under runs/prefix_experiment/<cell>/. Overrides `key.sub=value` go to the
 fine-tuning job's FinetuneConfig (e.g. `scorings=["option"]`).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from llm_adapter.experiment import ARMS, SETTINGS, ExperimentConfig, run_experiment
+from llm_adapter.experiment import ARMS, SETTINGS, TASKS, ExperimentConfig, run_experiment
 from llm_adapter.experiment_report import summarize
 from llm_adapter.finetune_config import FinetuneConfig, apply_overrides
 
@@ -22,6 +23,8 @@ from llm_adapter.finetune_config import FinetuneConfig, apply_overrides
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="ExperimentConfig JSON")
+    ap.add_argument("--task", choices=TASKS, help="ontology (default) or relational questions")
+    ap.add_argument("--types", nargs="+", help="relational question types (default: all but hetionet_treats)")
     ap.add_argument("--arms", nargs="+", choices=ARMS)
     ap.add_argument("--settings", nargs="+", choices=SETTINGS)
     ap.add_argument("--seeds", nargs="+", type=int)
@@ -31,8 +34,11 @@ def main(argv=None):
     ap.add_argument("--summarize", action="store_true", help="only write the summary of the finished cells")
     ap.add_argument("overrides", nargs="*", help="FinetuneConfig key.sub=value")
     a = ap.parse_args(argv)
-    d = ExperimentConfig.load(a.config).to_dict() if a.config else ExperimentConfig().to_dict()
-    for key, val in (("arms", a.arms), ("settings", a.settings), ("seeds", a.seeds), ("threads", a.threads),
+    # a task's defaults (settings, MedTok systems, result dirs) are resolved when the config is made
+    d = ExperimentConfig.load(a.config).to_dict() if a.config else ExperimentConfig(task=a.task or "ontology").to_dict()
+    if a.types:
+        d["relational"] = {**d.get("relational", {}), "types": a.types}
+    for key, val in (("task", a.task), ("arms", a.arms), ("settings", a.settings), ("seeds", a.seeds), ("threads", a.threads),
                      ("medtok_steps", a.medtok_steps)):
         if val is not None:
             d[key] = val

@@ -188,3 +188,69 @@ def test_summary_table(grid):
     rows = [line for line in text.splitlines() if line.startswith("| prefix_medtok | strict | option")]
     assert len(rows) == 1 and "(n=2)" in rows[0] and "p=" in rows[0]
     assert "| no_prefix | qa 5 x 4 | 5 | 20 |" in text
+
+
+# ---- the relational task ------------------------------------------------------------------------
+REL = {"types": ["parent_title", "sibling"], "sizes": {"train": 40, "validation": 0, "test": 8}}
+
+
+def test_relational_task_defaults_and_validation(tmp_path):
+    rel = ExperimentConfig(task="relational")
+    assert rel.settings == ("today", "strict", "strict_edges") and rel.results_dir.endswith("_relational")
+    assert "ICD9CM" in rel.medtok_systems and "CCS" in rel.medtok_systems
+    ont = ExperimentConfig()
+    assert ont.settings == ("today", "strict") and ont.medtok_systems == ("ICD10CM",)
+    with pytest.raises(ValueError, match="strict_edges"):
+        ExperimentConfig(settings=("strict_edges",))
+    with pytest.raises(ValueError, match="task"):
+        ExperimentConfig(task="ontology-ish")
+
+
+def test_relational_cells_per_type_and_edges_removed(tmp_path):
+    from llm_adapter.experiment_relational import load_relational_questions
+    from llm_adapter.experiment_report import qtype_diff_table
+
+    toy = Toy()
+    fin = _finetune_overrides()
+    # larger held-out shares than 70/15/15: the toy's 192 leaves must give each split questions
+    fin["ontology"] = {"systems": ["ICD10CM"], "split_fractions": [0.4, 0.2, 0.4], "sizes": {"train": 24, "validation": 0, "test": 8}}
+    cfg = _cfg(tmp_path, task="relational", relational=REL, arms=("no_prefix", "prefix_medtok"), seeds=(0,),
+               settings=("today", "strict", "strict_edges"), finetune=fin, medtok_systems=("ICD10CM",))
+    assert [cell_name(*c) for c in cells(cfg)] == ["no_prefix__shared__seed0", "prefix_medtok__today__seed0",
+                                                   "prefix_medtok__strict__seed0", "prefix_medtok__strict_edges__seed0"]
+    qfn = lambda fcfg: load_relational_questions(cfg.relational, fcfg, vocab=toy.vocab, graph=toy.graph)  # noqa: E731
+    ran = run_experiment(cfg, **{**toy.kwargs(), "questions_fn": qfn})
+    assert len(ran) == 4
+    recs = load_cells(cfg.results_dir)
+    _, train, evals = qfn(type("F", (), {"ontology": fin["ontology"], "seed": 0, "train_split": "train",
+                                        "eval_splits": ["test"]})())
+    test_codes = {c for q in evals["test"] for c in q.codes}
+    for rec in recs.values():
+        assert rec["leaks"] == []
+        s = rec["scores"]["option"]["test"]
+        assert sorted(set(s["qtype"])) == ["parent_title", "sibling"] and s["n"] == len(evals["test"])
+    # strict_edges: held out AND the is_a edges around every test-split code gone from MedTok's graph
+    strict, edges = recs["prefix_medtok__strict__seed0"]["medtok"], recs["prefix_medtok__strict_edges__seed0"]["medtok"]
+    assert "drop_edge_types" not in strict and edges["drop_edge_types"] == [["is_a", "ICD10CM", "ICD10CM"]]
+    tc = json.loads((cfg.medtok_root() / edges["dir"] / "train_config.json").read_text())
+    assert test_codes <= set(tc["drop_edges_touching"]) and test_codes <= set(tc["heldout_codes"])
+    from medtok.graph_edits import drop_edges
+
+    g = drop_edges(toy.vocab, toy.graph, tc["drop_edge_types"], tc["drop_edges_touching"])
+    idx = toy.vocab.codes["code_id"].isin(test_codes).to_numpy()
+    is_a = np.array(g.edge_type_names)[g.etype] == "is_a"
+    assert g.num_edges < toy.graph.num_edges and not (is_a & (idx[g.src] | idx[g.dst])).any()
+    # not vacuous: the unedited graph has is_a edges around those codes
+    is_a0 = np.array(toy.graph.edge_type_names)[toy.graph.etype] == "is_a"
+    assert (is_a0 & (idx[toy.graph.src] | idx[toy.graph.dst])).any()
+    # a relational cell's hash differs from the ontology cell of the same arm/seed (other questions)
+    from llm_adapter.experiment import config_hash
+
+    ont = ExperimentConfig.from_dict({**cfg.to_dict(), "task": "ontology", "relational": {}, "settings": ["today"],
+                                      "results_dir": None, "work_dir": None})
+    assert config_hash(cfg, "no_prefix", "today", 0) != config_hash(ont, "no_prefix", "today", 0)
+    # the per-type tables: one row per arm and setting, one column per type
+    text = summarize(cfg)
+    assert "| parent_title | sibling |" in text and "minus no_prefix" in text
+    diff = qtype_diff_table(cfg, recs, "no_prefix").splitlines()
+    assert len(diff) == 2 + 3 and all(row.count("(seeds=1)") == 2 for row in diff[2:])
