@@ -158,6 +158,17 @@ def qtype_diff_table(cfg: ExperimentConfig, cells: dict, ref: str, scoring: str 
     return "\n".join(lines)
 
 
+def time_line(cells: dict) -> str:
+    """Compute time of the finished cells: each cell's wall time (MedTok stage included) summed,
+    i.e. the wall time of one runner doing them all on one core."""
+    if not cells:
+        return ""
+    total = sum(float(c.get("wall_s", 0)) for c in cells.values())
+    medtok = sum(float((c.get("medtok") or {}).get("train_s") or 0) for c in cells.values())
+    return (f"Compute: {len(cells)} cells, {total / 3600:.2f} h summed cell wall time (one runner, one thread each; "
+            f"MedTok training {medtok / 3600:.2f} h of it, counted where a cell trained its MedTok).")
+
+
 def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
     cells = load_cells(cfg.results_dir)
     n_seeds = len(cfg.seeds)
@@ -166,7 +177,8 @@ def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
              f"no-prefix arm: alignment budget spent on extra QA steps ({cfg.no_prefix_budget}).", "",
              "## Accuracy (test), mean ± sd over seeds; differences: mean ± sd, then per seed "
              "points [paired bootstrap 95% CI] McNemar p", "", main_table(cfg, cells), "",
-             "## Training budget read off the recorded curves (mean over cells)", "", budget_table(cfg, cells)]
+             "## Training budget read off the recorded curves (mean over cells)", "", budget_table(cfg, cells),
+             "", time_line(cells)]
     qt = qtype_table(cfg, cells)
     if qt:
         parts += ["", "## Per question type (option likelihood), accuracy % mean ± sd over seeds", "", qt]
