@@ -42,15 +42,14 @@ from pathlib import Path
 import numpy as np
 
 from llm_adapter.data import alignment_codes, load_questions
-from llm_adapter.determinism import deterministic_on_cpu
-from llm_adapter.experiment_relational import (RELATIONAL_MEDTOK_SYSTEMS, config_key, edges_to_drop,
-                                               load_relational_questions, relational_config)
+from llm_adapter.experiment_medtok import medtok_stage
+from llm_adapter.experiment_relational import RELATIONAL_MEDTOK_SYSTEMS, config_key, load_relational_questions
 from llm_adapter.finetune import finetune
 from llm_adapter.finetune_config import TEXT_ARM, FinetuneConfig
 from medtok.common.atomic import atomic_write_text
 from medtok.common.jsonconfig import JsonConfig
 from medtok.paths import cache_dir
-from qa.datasets.relational_checks import find_leaks, split_vocabulary_codes, training_footprint
+from qa.datasets.relational_checks import find_leaks, training_footprint
 from qa.metrics import accuracy_with_ci
 
 # arm -> (FinetuneConfig arm kind, vector source, MedTok modalities or None)
@@ -176,55 +175,6 @@ def cell_finetune_config(cfg: ExperimentConfig, arm: str, setting: str, seed: in
     return FinetuneConfig.from_dict(d)
 
 
-# ---- MedTok stage ------------------------------------------------------------------------------
-def medtok_configs(cfg: ExperimentConfig, modalities: str, setting: str, seed: int, vocab, fcfg: FinetuneConfig):
-    from medtok.model.config import MedTokConfig
-    from medtok.train import TrainConfig
-
-    held, drop = None, {}
-    if setting in ("strict", "strict_edges"):
-        oc = fcfg.ontology
-        held = sorted(split_vocabulary_codes(vocab, "test", tuple(oc.get("split_fractions", (0.7, 0.15, 0.15))),
-                                             oc.get("split_seed", 0)))
-    if setting == "strict_edges":
-        # every edge the relational answers travel along, where it touches a test-split code
-        drop = {"drop_edge_types": edges_to_drop(relational_config(cfg.relational, fcfg).types), "drop_edges_touching": held}
-    tcfg = TrainConfig(vocab_dir=fcfg.vocab_dir, systems=list(cfg.medtok_systems), steps=cfg.medtok_steps,
-                       batch_size=cfg.medtok_batch_size, seed=seed, heldout_codes=held, save_every=100, **drop)
-    mcfg = MedTokConfig(**{**cfg.medtok_model, "modalities": modalities})
-    return tcfg, mcfg
-
-
-def medtok_stage(cfg: ExperimentConfig, arm: str, setting: str, seed: int, vocab, fcfg: FinetuneConfig,
-                 medtok_inputs: dict | None = None) -> tuple[Path, dict]:
-    """Train (or reuse) the MedTok an arm reads, under deterministic CPU kernels; its directory
-    is named by a hash of its configs, so a changed recipe never reuses a stale checkpoint."""
-    from medtok.train import latest_checkpoint, train
-
-    tcfg, mcfg = medtok_configs(cfg, ARM_SPECS[arm][2], setting, seed, vocab, fcfg)
-    key = hashlib.sha256(json.dumps([tcfg.to_dict(), mcfg.to_dict()], sort_keys=True).encode()).hexdigest()[:12]
-    out = cfg.medtok_root() / f"{mcfg.modalities}-{setting}-seed{seed}-{key}"
-    # the name under the MedTok root, never an absolute path: result files must not carry the machine's paths
-    info = {"dir": out.name, "modalities": mcfg.modalities, "setting": setting, "seed": seed, "steps": tcfg.steps,
-            "heldout_codes": len(tcfg.heldout_codes or []), "config_hash": key}
-    if tcfg.drop_edge_types:
-        info["drop_edge_types"] = tcfg.drop_edge_types
-    if (out / "model.safetensors").exists() and (out / "config.json").exists():
-        print(f"  [medtok] reusing {out}", flush=True)
-        info["train_s"] = None
-        return out, info
-    t0 = time.perf_counter()
-    print(f"  [medtok] training {mcfg.modalities} MedTok ({setting}, seed {seed}, {tcfg.steps} steps, "
-          f"{info['heldout_codes']} extra held-out codes) -> {out}", flush=True)
-    inputs = medtok_inputs or {}
-    with deterministic_on_cpu(None):
-        train(replace(tcfg, out_dir=str(out)), mcfg, resume_from="latest" if latest_checkpoint(out) else None,
-              progress=cfg.progress, **inputs)
-    info["train_s"] = time.perf_counter() - t0
-    print(f"  [medtok] done in {info['train_s']:.0f} s", flush=True)
-    return out, info
-
-
 # ---- one cell ------------------------------------------------------------------------------------
 def _excluded(evals) -> set[str]:
     return {c for qs in evals.values() for q in qs for c in q.codes + q.meta.get("option_codes", [])}
@@ -287,7 +237,7 @@ def run_cell(cfg: ExperimentConfig, arm: str, setting: str, seed: int, *, lm=Non
         raise AssertionError(f"{name}: {len(leaks)} held-out questions leak into training, e.g. {leaks[:3]}")
     medtok_info, source = None, None
     if ARM_SPECS[arm][1] == "medtok":
-        ckpt, medtok_info = medtok_stage(cfg, arm, setting, seed, vocab, fcfg, medtok_inputs)
+        ckpt, medtok_info = medtok_stage(cfg, ARM_SPECS[arm][2], setting, seed, vocab, fcfg, medtok_inputs)
         fcfg = replace(fcfg, medtok_checkpoint=str(ckpt))
     if vectors_fn is not None:
         source = vectors_fn(arm, fcfg, Path(fcfg.medtok_checkpoint) if fcfg.medtok_checkpoint else None)
@@ -333,15 +283,25 @@ def finished(cfg: ExperimentConfig, arm: str, setting: str, seed: int) -> bool:
         return False
 
 
-def run_experiment(cfg: ExperimentConfig, *, lm=None, tokenizer=None, limit: int | None = None, **kwargs) -> list[str]:
+def run_experiment(cfg: ExperimentConfig, *, lm=None, tokenizer=None, limit: int | None = None,
+                   shard: tuple[int, int] | None = None, **kwargs) -> list[str]:
     """Every unfinished cell in order (finished ones, same config hash, are skipped); returns
-    the names of the cells run. `limit`: stop after that many cells."""
+    the names of the cells run. `limit`: stop after that many cells. `shard=(i, n)`: only cells
+    i, i + n, i + 2n, ... of the whole grid (fixed by the grid, not by what is finished, so n
+    workers never take the same cell; every cell trains its own MedTok, so cells are independent)."""
     import torch
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    todo = [c for c in cells(cfg) if not finished(cfg, *c)]
-    print(f"prefix experiment: {len(cells(cfg))} cells, {len(cells(cfg)) - len(todo)} finished, "
+    grid = cells(cfg)
+    if shard is not None:
+        i, n = shard
+        if not 0 <= i < n:
+            raise ValueError(f"shard {shard}: need 0 <= i < n")
+        grid = grid[i::n]
+    todo = [c for c in grid if not finished(cfg, *c)]
+    print(f"prefix experiment: {len(grid)} cells{f' (shard {shard[0]} of {shard[1]})' if shard else ''}, "
+          f"{len(grid) - len(todo)} finished, "
           f"budget {cfg.budget_examples()} examples per arm", flush=True)
     if todo and lm is None:
         from llm_adapter.model import load_base_lm
@@ -353,3 +313,4 @@ def run_experiment(cfg: ExperimentConfig, *, lm=None, tokenizer=None, limit: int
         run_cell(cfg, arm, setting, seed, lm=lm, tokenizer=tokenizer, **kwargs)
         done.append(cell_name(arm, setting, seed))
     return done
+

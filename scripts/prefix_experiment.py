@@ -1,6 +1,6 @@
 """The prefix experiment (issue 13): arm x setting x seed, resumable cell by cell.
 
-    python scripts/prefix_experiment.py --threads 1                  # the whole grid (hours on 2 cores)
+    python scripts/prefix_experiment.py --workers 2 --threads 1      # the whole grid on 2 cores (hours)
     python scripts/prefix_experiment.py --arms no_prefix text_baseline prefix_medtok --seeds 0 --settings today
     python scripts/prefix_experiment.py --summarize                  # results/prefix_experiment/SUMMARY.md
     python scripts/prefix_experiment.py --task relational --threads 1  # per-type relational grid
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from llm_adapter.experiment import ARMS, SETTINGS, TASKS, ExperimentConfig, run_experiment
+from llm_adapter.experiment_workers import run_workers
 from llm_adapter.experiment_report import summarize
 from llm_adapter.finetune_config import FinetuneConfig, apply_overrides
 
@@ -30,7 +31,8 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--medtok-steps", type=int)
-    ap.add_argument("--limit", type=int, help="stop after this many cells")
+    ap.add_argument("--limit", type=int, help="stop after this many cells (per worker)")
+    ap.add_argument("--workers", type=int, default=1, help="processes running disjoint cells at once (2 on 2 cores)")
     ap.add_argument("--summarize", action="store_true", help="only write the summary of the finished cells")
     ap.add_argument("overrides", nargs="*", help="FinetuneConfig key.sub=value")
     a = ap.parse_args(argv)
@@ -48,7 +50,11 @@ def main(argv=None):
         d["finetune"] = {k: v for k, v in ft.items() if v != FinetuneConfig().to_dict().get(k)}
     cfg = ExperimentConfig.from_dict(d)
     if not a.summarize:
-        run_experiment(cfg, limit=a.limit)
+        if a.workers > 1:
+            if run_workers(cfg, a.workers, limit=a.limit):
+                raise SystemExit("a worker failed: see its log")
+        else:
+            run_experiment(cfg, limit=a.limit)
     print(summarize(cfg))
 
 

@@ -254,3 +254,17 @@ def test_relational_cells_per_type_and_edges_removed(tmp_path):
     assert "| parent_title | sibling |" in text and "minus no_prefix" in text
     diff = qtype_diff_table(cfg, recs, "no_prefix").splitlines()
     assert len(diff) == 2 + 3 and all(row.count("(seeds=1)") == 2 for row in diff[2:])
+
+
+def test_shards_split_the_grid_without_overlap(grid):
+    cfg, toy, _ = grid
+    cfg3 = ExperimentConfig.from_dict({**cfg.to_dict(), "seeds": [0, 1, 3]})
+    new = [cell_name(*c) for c in cells(cfg3) if c[2] == 3]
+    ran0 = run_experiment(cfg3, shard=(0, 2), **toy.kwargs())
+    ran1 = run_experiment(cfg3, shard=(1, 2), **toy.kwargs())
+    # seed 3 is new: the two shards ran its cells between them, none twice, the rest was finished
+    assert sorted(ran0 + ran1) == sorted(new) and not set(ran0) & set(ran1) and ran0 and ran1
+    grid_names = [cell_name(*c) for c in cells(cfg3)]
+    assert all(grid_names.index(n) % 2 == 0 for n in ran0) and all(grid_names.index(n) % 2 == 1 for n in ran1)
+    with pytest.raises(ValueError, match="shard"):
+        run_experiment(cfg3, shard=(2, 2), **toy.kwargs())
