@@ -169,6 +169,41 @@ def time_line(cells: dict) -> str:
             f"MedTok training {medtok / 3600:.2f} h of it, counted where a cell trained its MedTok).")
 
 
+def plot_accuracy(cfg: ExperimentConfig, cells: dict, out: str | Path, scoring: str = "option", split: str = "test"):
+    """Bars: test accuracy per arm (mean over seeds, sd as error bar, each seed a dot), one bar
+    per setting; chance for 4 options dashed. Returns the path, or None without cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {(arm, st): [c["scores"][scoring][split]["accuracy"] for seed in cfg.seeds
+                        if (c := _cell(cells, arm, st, seed)) and split in c["scores"].get(scoring, {})]
+            for arm in cfg.arms for st in cfg.settings}
+    if not any(rows.values()):
+        return None
+    width = 0.8 / len(cfg.settings)
+    fig, ax = plt.subplots(figsize=(1.3 * len(cfg.arms) + 2, 3.8))
+    for j, st in enumerate(cfg.settings):
+        xs = np.arange(len(cfg.arms)) + (j - (len(cfg.settings) - 1) / 2) * width
+        for x, arm in zip(xs, cfg.arms):
+            accs = rows[(arm, st)]
+            if not accs:
+                continue
+            ax.bar(x, np.mean(accs), width, color=f"C{j}", alpha=0.7, label=st if arm == next(
+                a for a in cfg.arms if rows[(a, st)]) else None,
+                yerr=np.std(accs, ddof=1) if len(accs) > 1 else None, capsize=3)
+            ax.scatter([x] * len(accs), accs, color="k", s=8, zorder=3)
+    ax.axhline(0.25, color="grey", ls="--", lw=1)
+    ax.set_xticks(np.arange(len(cfg.arms)), [a.replace("prefix_", "") for a in cfg.arms], rotation=30, ha="right")
+    ax.set_ylabel(f"test accuracy ({scoring})")
+    ax.legend(title="setting (shared arms repeat)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
 def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
     cells = load_cells(cfg.results_dir)
     n_seeds = len(cfg.seeds)
@@ -189,8 +224,9 @@ def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
     text = "\n".join(parts) + "\n"
     path = Path(out) if out else Path(cfg.results_dir) / "SUMMARY.md"
     atomic_write_text(path, text)
+    plot_accuracy(cfg, cells, path.with_name("accuracy.png"))
     return text
 
 
-__all__ = ["ARMS", "load_cells", "main_table", "budget_table", "qtype_table", "qtype_diff_table", "summarize",
+__all__ = ["ARMS", "load_cells", "main_table", "budget_table", "qtype_table", "qtype_diff_table", "plot_accuracy", "summarize",
            "paired"]

@@ -185,6 +185,7 @@ def test_summary_table(grid):
     cfg, _, _ = grid
     text = summarize(cfg)
     assert (Path(cfg.results_dir) / "SUMMARY.md").read_text() == text
+    assert (Path(cfg.results_dir) / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = [line for line in text.splitlines() if line.startswith("| prefix_medtok | strict | option")]
     assert len(rows) == 1 and "(n=2)" in rows[0] and "p=" in rows[0]
     assert "| no_prefix | qa 5 x 4 | 5 | 20 |" in text
