@@ -95,6 +95,27 @@ def test_every_code_of_the_built_vocabulary_is_still_a_fixed_point():
     assert len(ranges) > 0 and all(normalize_code(c, s) == c for s, c in zip(ranges["system"], ranges["code"]))
 
 
+def test_rows_outside_the_spelling_rules_still_resolve():
+    """The ICD-10-CM package data ships "QA0..." codes no ICD-10-CM spelling rule accepts; the
+    vocabulary holds them, so their stored id (and the code as stored) must resolve, not raise
+    'malformed' (found when a prefix-experiment caption drew ICD10CM:QA0.01)."""
+    import pandas as pd
+
+    from medtok.codes.vocabulary import UnknownCodeError, Vocabulary
+
+    rows = [dict(code_id="ICD10CM:QA0.0101", system="ICD10CM", code="QA0.0101", description="SCN2A-related disorder",
+                 parents=[], synonyms=[], kind="code"),
+            dict(code_id="ICD10CM:E11.9", system="ICD10CM", code="E11.9", description="Type 2 diabetes", parents=[],
+                 synonyms=[], kind="code")]
+    v = Vocabulary(pd.DataFrame(rows))
+    assert normalize_code("QA0.0101", "ICD10CM") is None  # the rules still call the spelling malformed
+    assert v.description("ICD10CM:QA0.0101") == "SCN2A-related disorder"
+    assert v.normalize("qa0.0101", "ICD10CM") == "ICD10CM:QA0.0101" and "ICD10CM:QA0.0101" in v
+    assert v.normalize("e119") == "ICD10CM:E11.9"
+    with pytest.raises(UnknownCodeError, match="malformed"):
+        v.normalize("ICD10CM:QA0.0102")  # not in the vocabulary: still malformed, still an error
+
+
 # ---- user vocabulary files: every bad row reported with its row and line, never a crash ------
 def test_user_csv_unterminated_quote_and_wrong_field_count_are_reported(tmp_path, caplog):
     f = tmp_path / "extra.csv"

@@ -82,6 +82,10 @@ class Vocabulary:
 
     def normalize(self, code: str, system: str | None = None) -> str:
         """Canonical code_id of `code`; raises UnknownCodeError naming the nearest codes."""
+        if system is None and code in self._index:
+            # stored ids are canonical already; this also resolves rows the package data ships
+            # outside their system's spelling rules (ICD-10-CM "QA0.0101"), which no rule accepts
+            return code
         sys_in_id, raw = split_code_id(code)
         system = canonical_system(system) if system else sys_in_id
         if system is not None:
@@ -89,6 +93,9 @@ class Vocabulary:
             cid = make_code_id(system, norm) if norm else None
             if cid in self._index:
                 return cid
+            as_is = make_code_id(system, str(raw).strip().upper())
+            if norm is None and as_is in self._index:  # such a row, spelled as stored
+                return as_is
             self._raise_unknown(raw, system, malformed=norm is None)
         for candidate in BARE_CODE_ORDER + [s for s in self.systems if s not in BARE_CODE_ORDER]:
             norm = normalize_code(raw, candidate)
