@@ -33,6 +33,7 @@ def main(argv=None):
     ap.add_argument("--medtok-steps", type=int)
     ap.add_argument("--limit", type=int, help="stop after this many cells (per worker)")
     ap.add_argument("--workers", type=int, default=1, help="processes running disjoint cells at once (2 on 2 cores)")
+    ap.add_argument("--shard", nargs=2, type=int, metavar=("I", "N"), help="run only shard I of N (what a worker runs)")
     ap.add_argument("--summarize", action="store_true", help="only write the summary of the finished cells")
     ap.add_argument("overrides", nargs="*", help="FinetuneConfig key.sub=value")
     a = ap.parse_args(argv)
@@ -54,7 +55,7 @@ def main(argv=None):
             if run_workers(cfg, a.workers, limit=a.limit):
                 raise SystemExit("a worker failed: see its log")
         else:
-            run_experiment(cfg, limit=a.limit)
+            run_experiment(cfg, limit=a.limit, shard=tuple(a.shard) if a.shard else None)
     print(summarize(cfg))
 
 
