@@ -204,6 +204,20 @@ def plot_accuracy(cfg: ExperimentConfig, cells: dict, out: str | Path, scoring: 
     return Path(out)
 
 
+def alignment_line(cells: dict, scoring: str = "option", split: str = "test") -> str:
+    """How a prefix arm's final caption-alignment loss (mean of its last 10 steps) goes with its
+    test accuracy over the finished prefix cells (Spearman)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(c["final_loss"]["align"], c["scores"][scoring][split]["accuracy"]) for c in cells.values()
+             if c["arm"].startswith("prefix_") and "align" in c.get("final_loss", {}) and split in c["scores"].get(scoring, {})]
+    if len(pairs) < 3:
+        return ""
+    rho, p = spearmanr(*zip(*pairs))
+    return (f"Alignment loss vs test accuracy ({scoring}) over {len(pairs)} prefix cells: Spearman rho = {rho:.2f}, "
+            f"p = {p:.2g}.")
+
+
 def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
     cells = load_cells(cfg.results_dir)
     n_seeds = len(cfg.seeds)
@@ -213,7 +227,7 @@ def summarize(cfg: ExperimentConfig, out: str | Path | None = None) -> str:
              "## Accuracy (test), mean ± sd over seeds; differences: mean ± sd, then per seed "
              "points [paired bootstrap 95% CI] McNemar p", "", main_table(cfg, cells), "",
              "## Training budget read off the recorded curves (mean over cells)", "", budget_table(cfg, cells),
-             "", time_line(cells)]
+             "", time_line(cells), "", alignment_line(cells)]
     qt = qtype_table(cfg, cells)
     if qt:
         parts += ["", "## Per question type (option likelihood), accuracy % mean ± sd over seeds", "", qt]
