@@ -106,11 +106,20 @@ def budget_table(cfg: ExperimentConfig, cells: dict) -> str:
     return "\n".join(lines)
 
 
+def _qtypes(cells: dict, scoring: str, split: str) -> list[str]:
+    """The question types the cells were scored on (one column each in the per-type tables)."""
+    return sorted({t for c in cells.values() for t in c["scores"].get(scoring, {}).get(split, {}).get("qtype", [])})
+
+
+def _qtype_header(types: list[str]) -> list[str]:
+    return [f"| arm | setting | {' | '.join(types)} |", "|---|---|" + "---|" * len(types)]
+
+
 def qtype_table(cfg: ExperimentConfig, cells: dict, scoring: str = "option", split: str = "test") -> str:
-    types = sorted({t for c in cells.values() for t in c["scores"].get(scoring, {}).get(split, {}).get("qtype", [])})
+    types = _qtypes(cells, scoring, split)
     if len(types) < 2:
         return ""
-    lines = [f"| arm | setting | {' | '.join(types)} |", "|---|---|" + "---|" * len(types)]
+    lines = _qtype_header(types)
     for setting in cfg.settings:
         for arm in cfg.arms:
             row = []
@@ -130,10 +139,10 @@ def qtype_table(cfg: ExperimentConfig, cells: dict, scoring: str = "option", spl
 def qtype_diff_table(cfg: ExperimentConfig, cells: dict, ref: str, scoring: str = "option", split: str = "test") -> str:
     """Per question type: each arm minus `ref`, points, on the same questions, pooled over the
     seeds (pairs stay within a seed) with a paired bootstrap 95% CI and McNemar p."""
-    types = sorted({t for c in cells.values() for t in c["scores"].get(scoring, {}).get(split, {}).get("qtype", [])})
+    types = _qtypes(cells, scoring, split)
     if len(types) < 2:
         return ""
-    lines = [f"| arm | setting | {' | '.join(types)} |", "|---|---|" + "---|" * len(types)]
+    lines = _qtype_header(types)
     for setting in cfg.settings:
         for arm in cfg.arms:
             if arm == ref:
