@@ -197,7 +197,7 @@ REL = {"types": ["parent_title", "sibling"], "sizes": {"train": 40, "validation"
 
 def test_relational_task_defaults_and_validation(tmp_path):
     rel = ExperimentConfig(task="relational")
-    assert rel.settings == ("today", "strict", "strict_edges") and rel.results_dir.endswith("_relational")
+    assert rel.settings == ("today", "strict_edges") and rel.results_dir.endswith("_relational")
     assert "ICD9CM" in rel.medtok_systems and "CCS" in rel.medtok_systems
     ont = ExperimentConfig()
     assert ont.settings == ("today", "strict") and ont.medtok_systems == ("ICD10CM",)
