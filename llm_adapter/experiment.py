@@ -24,7 +24,9 @@ Tasks: "ontology" (the job's code -> description questions; results/prefix_exper
 "relational" (`llm_adapter.experiment_relational`: GEM partner, CCS group, parent title,
 sibling; per-type accuracy; MedTok also on ICD-9-CM/CCS/CCSR; a third setting
 "strict_edges" = strict + the edges those answers travel along removed around test codes;
-results/prefix_experiment_relational).
+results/prefix_experiment_relational) and "relational_kg" (the knowledge-graph types: which
+drug, symptom, anatomy, gene goes with the coded disease, on a KG-joined vocabulary; MedTok on
+ICD-10-CM, MONDO, Hetionet, ATC; results/prefix_experiment_relational_kg).
 
 A seed fixes the question sampling (`OntologyQAConfig.seed`; the test *codes* stay the held-out
 split), the initialisation, the data order and the seed of each MedTok that arm reads. MedToks
@@ -43,7 +45,8 @@ import numpy as np
 
 from llm_adapter.data import alignment_codes, load_questions
 from llm_adapter.experiment_medtok import medtok_stage
-from llm_adapter.experiment_relational import RELATIONAL_MEDTOK_SYSTEMS, config_key, load_relational_questions
+from llm_adapter.experiment_relational import (RELATIONAL_KG_MEDTOK_SYSTEMS, RELATIONAL_MEDTOK_SYSTEMS, config_key,
+                                               kg_vocabulary_dir, load_relational_questions)
 from llm_adapter.finetune import finetune
 from llm_adapter.finetune_config import TEXT_ARM, FinetuneConfig
 from medtok.common.atomic import atomic_write_text
@@ -65,7 +68,7 @@ ARM_SPECS = {
 }
 ARMS = tuple(ARM_SPECS)  # also the run order within a seed: the most informative first
 SETTINGS = ("today", "strict", "strict_edges")
-TASKS = ("ontology", "relational")
+TASKS = ("ontology", "relational", "relational_kg")
 DEFAULTS = {  # per task: settings, MedTok systems, where results and checkpoints go
     "ontology": {"settings": ("today", "strict"), "medtok_systems": ("ICD10CM",),
                  "results_dir": "results/prefix_experiment", "work_dir": "runs/prefix_experiment"},
@@ -74,13 +77,17 @@ DEFAULTS = {  # per task: settings, MedTok systems, where results and checkpoint
     # task, within seed noise of today) stays runnable with --settings but is off the grid.
     "relational": {"settings": ("today", "strict_edges"), "medtok_systems": RELATIONAL_MEDTOK_SYSTEMS,
                    "results_dir": "results/prefix_experiment_relational", "work_dir": "runs/prefix_experiment_relational"},
+    # the knowledge-graph types, on a KG-joined vocabulary (`kg_vocabulary_dir`)
+    "relational_kg": {"settings": ("today", "strict_edges"), "medtok_systems": RELATIONAL_KG_MEDTOK_SYSTEMS,
+                      "results_dir": "results/prefix_experiment_relational_kg",
+                      "work_dir": "runs/prefix_experiment_relational_kg"},
 }
 MINIMUM = {"align_examples": 120 * 16, "qa_examples": 60 * 16, "test_questions": 300}
 
 
 @dataclass
 class ExperimentConfig(JsonConfig):
-    task: str = "ontology"                          # "ontology" | "relational"
+    task: str = "ontology"                          # "ontology" | "relational" | "relational_kg"
     relational: dict = field(default_factory=dict)  # RelationalQAConfig overrides (task "relational")
     results_dir: str | None = None                  # one small JSON per finished cell (committed); None: per task
     work_dir: str | None = None                     # per-cell checkpoints (resume after a kill); None: per task
@@ -217,7 +224,7 @@ def config_hash(cfg: ExperimentConfig, arm: str, setting: str, seed: int) -> str
     extra = [cfg.medtok_steps, cfg.medtok_batch_size, cfg.medtok_model, list(cfg.medtok_systems)] \
         if ARM_SPECS[arm][1] == "medtok" else []
     if cfg.task != "ontology":  # (the ontology task's hashes stay what they were before tasks existed)
-        extra = extra + [cfg.task, config_key(cfg.relational)]
+        extra = extra + [cfg.task, config_key(cfg.relational, cfg.task)]
     return hashlib.sha256(json.dumps([fcfg, extra], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -231,8 +238,12 @@ def run_cell(cfg: ExperimentConfig, arm: str, setting: str, seed: int, *, lm=Non
     t0 = time.perf_counter()
     name = cell_name(arm, setting, seed)
     fcfg = cell_finetune_config(cfg, arm, setting, seed)
+    if cfg.task == "relational_kg" and not fcfg.vocab_dir and questions_fn is None:
+        # resolved here, not in the config: the cell's hash must not carry this machine's cache path
+        fcfg = replace(fcfg, vocab_dir=str(kg_vocabulary_dir()))
     if questions_fn is None:
-        questions_fn = load_questions if cfg.task == "ontology" else (lambda f: load_relational_questions(cfg.relational, f))
+        questions_fn = load_questions if cfg.task == "ontology" else (
+            lambda f: load_relational_questions(cfg.relational, f, task=cfg.task))
     vocab, train_qs, evals = questions_fn(fcfg)
     captions = caption_codes(fcfg, vocab, evals)
     leaks = leak_check(vocab, train_qs, evals, captions)

@@ -31,7 +31,7 @@ def medtok_configs(cfg, modalities: str, setting: str, seed: int, vocab, fcfg):
                                              oc.get("split_seed", 0)))
     if setting == "strict_edges":
         # every edge the relational answers travel along, where it touches a test-split code
-        drop = {"drop_edge_types": edges_to_drop(relational_config(cfg.relational, fcfg).types), "drop_edges_touching": held}
+        drop = {"drop_edge_types": edges_to_drop(relational_config(cfg.relational, fcfg, cfg.task).types), "drop_edges_touching": held}
     tcfg = TrainConfig(vocab_dir=fcfg.vocab_dir, systems=list(cfg.medtok_systems), steps=cfg.medtok_steps,
                        batch_size=cfg.medtok_batch_size, seed=seed, heldout_codes=held, save_every=100, **drop)
     mcfg = MedTokConfig(**{**cfg.medtok_model, "modalities": modalities})

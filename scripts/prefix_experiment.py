@@ -4,6 +4,7 @@
     python scripts/prefix_experiment.py --arms no_prefix text_baseline prefix_medtok --seeds 0 --settings today
     python scripts/prefix_experiment.py --summarize                  # results/prefix_experiment/SUMMARY.md
     python scripts/prefix_experiment.py --task relational --threads 1  # per-type relational grid
+    python scripts/prefix_experiment.py --task relational_kg --threads 1  # knowledge-graph types
 
 Each finished cell writes results/prefix_experiment[_relational]/<arm>__<setting>__seed<N>.json; started
 again, the runner skips those (same config hash) and a killed cell resumes from its
@@ -24,8 +25,8 @@ from llm_adapter.finetune_config import FinetuneConfig, apply_overrides
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="ExperimentConfig JSON")
-    ap.add_argument("--task", choices=TASKS, help="ontology (default) or relational questions")
-    ap.add_argument("--types", nargs="+", help="relational question types (default: all but hetionet_treats)")
+    ap.add_argument("--task", choices=TASKS, help="ontology (default), relational or relational_kg (knowledge-graph) questions")
+    ap.add_argument("--types", nargs="+", help="relational question types (default: the task's: the code-graph or the KG types)")
     ap.add_argument("--arms", nargs="+", choices=ARMS)
     ap.add_argument("--settings", nargs="+", choices=SETTINGS)
     ap.add_argument("--seeds", nargs="+", type=int)

@@ -65,7 +65,8 @@ def _toy_with_ccs():
 
 def _kg_fixture(root):
     """MONDO + Hetionet files in the shared layout: each organ's 'infection' category maps to a
-    disease treated by 5 of 40 compounds."""
+    disease treated by 5 of 40 compounds, presenting 5 of 40 symptoms, localizing to 5 of 40
+    anatomy nodes and associated with 5 of 40 genes (node k goes with disease k % 8)."""
     (root / "mondo").mkdir(parents=True)
     (root / "hetionet").mkdir()
     organs = ["heart", "lung", "kidney", "liver", "brain", "skin", "bone", "eye"]
@@ -76,8 +77,12 @@ def _kg_fixture(root):
     sssom.to_csv(root / "mondo" / "mondo_exactmatch_icd10cm.sssom.tsv", sep="\t", index=False)
     nodes = [(f"Disease::D{o}", f"{organ} infection", "Disease") for o, organ in enumerate(organs)]
     nodes += [(f"Compound::C{c}", f"Drugamab {c}", "Compound") for c in range(40)]
+    others = {"DpS": ("Symptom", "S", "Achy feeling"), "DlA": ("Anatomy", "A", "Body part"), "DaG": ("Gene", "G", "GENE")}
+    for kind, letter, name in others.values():
+        nodes += [(f"{kind}::{letter}{k}", f"{name} {k}", kind) for k in range(40)]
     pd.DataFrame(nodes, columns=["id", "name", "kind"]).to_csv(root / "hetionet" / "nodes.tsv", sep="\t", index=False)
     sif = [(f"Compound::C{c}", "CtD", f"Disease::D{c % 8}") for c in range(40)]
+    sif += [(f"Disease::D{k % 8}", me, f"{kind}::{letter}{k}") for me, (kind, letter, _) in others.items() for k in range(40)]
     pd.DataFrame(sif, columns=["source", "metaedge", "target"]).to_csv(root / "hetionet" / "edges.sif", sep="\t", index=False)
     return root
 
@@ -123,15 +128,18 @@ def test_every_type_generated_with_right_answers(toy, questions):
             "ccs": lambda c, a: (c, a, "in_group") in pairs,
             "parent_title": lambda c, a: parent[c] == a,
             "sibling": lambda c, a: parent[c] == parent[a] and c != a,
-            "hetionet_treats": lambda c, a: int(a.split("::C")[1]) % 8 == ord(cid.split(":")[1][0]) - 65
-                                            and cid.split(":")[1][1:3] == "00",
+            "hetionet_treats": lambda c, a: int(a.split("::")[1][1:]) % 8 == ord(cid.split(":")[1][0]) - 65
+                                            and cid.split(":")[1][1:3] == "00" and "::C" in a,
         }
+        for t, letter in (("hetionet_symptom", "S"), ("hetionet_anatomy", "A"), ("hetionet_gene", "G")):
+            right[t] = lambda c, a, letter=letter: (right["hetionet_treats"](c, a.replace(f"::{letter}", "::C"))
+                                                    and f"::{letter}" in a)
         right["gem_icd9_distinct"] = right["gem_icd9"]
         check = right[q.meta["qtype"]]
         assert check(cid, ans), q
         # no distractor is also a right answer
         assert not any(check(cid, o) for i, o in enumerate(q.meta["option_codes"]) if i != q.answer), q
-        if q.meta["qtype"] != "hetionet_treats":
+        if not q.meta["qtype"].startswith("hetionet_"):
             assert q.options[q.answer] == v.description(ans)
     # the distinct GEM type keeps only partners whose titles share few words
     assert all(q.meta["similarity"] <= 0.2 for q in by.get("gem_icd9_distinct", []))

@@ -11,8 +11,11 @@ knowledge graph holds; each shows the code id only and offers 4 texts:
     parent_title       What is the parent category of the ICD-10-CM code X?
     sibling            Which diagnosis shares a parent category with the ICD-10-CM code X?
     hetionet_treats    Which drug treats the disease coded by the ICD-10-CM code X?
-                       (Hetionet CtD edges joined through MONDO; skipped when ../shared/data/kg
-                       is absent; see qa.datasets.relational_kg)
+    hetionet_symptom   Which symptom does the disease coded by the ICD-10-CM code X present?
+    hetionet_anatomy   Which anatomical structure does the disease coded by ... X localize to?
+    hetionet_gene      Which gene is associated with the disease coded by the ICD-10-CM code X?
+                       (the KG types: Hetionet edges joined through MONDO; skipped when
+                       ../shared/data/kg is absent; see qa.datasets.relational_kg)
 
 Splits, by code AND by answer group. Every vocabulary code (question code, ICD-9 partner,
 parent, CCS group, sibling) and every Hetionet compound has one split, `ontology.code_split`
@@ -50,8 +53,8 @@ from qa.types import MCQuestion
 log = logging.getLogger("qa.datasets")
 
 SYSTEM = "ICD10CM"  # the question codes: ICD-10-CM leaves (the QA system of the fine-tuning job)
-TYPES = ("gem_icd9", "gem_icd9_distinct", "ccs", "parent_title", "sibling", "hetionet_treats")
-KG_TYPES = ("hetionet_treats",)
+KG_TYPES = ("hetionet_treats", "hetionet_symptom", "hetionet_anatomy", "hetionet_gene")
+TYPES = ("gem_icd9", "gem_icd9_distinct", "ccs", "parent_title", "sibling") + KG_TYPES
 _GEM_STEM = "Which ICD-9-CM diagnosis is the GEM equivalent of the ICD-10-CM code {code}?"
 STEMS = {
     "gem_icd9": _GEM_STEM,
@@ -60,6 +63,9 @@ STEMS = {
     "parent_title": "What is the parent category of the ICD-10-CM code {code}?",
     "sibling": "Which diagnosis shares a parent category with the ICD-10-CM code {code}?",
     "hetionet_treats": "Which drug treats the disease coded by the ICD-10-CM code {code}?",
+    "hetionet_symptom": "Which symptom does the disease coded by the ICD-10-CM code {code} present?",
+    "hetionet_anatomy": "Which anatomical structure does the disease coded by the ICD-10-CM code {code} localize to?",
+    "hetionet_gene": "Which gene is associated with the disease coded by the ICD-10-CM code {code}?",
 }
 
 # (edge type, source system, target system); None matches any system
@@ -73,7 +79,7 @@ RELIED_EDGES: dict[str, tuple[EdgeSpec, ...]] = {  # removed by relational_check
     "parent_title": (EdgeSpec("is_a", "ICD10CM", "ICD10CM"),),
     "sibling": (EdgeSpec("is_a", "ICD10CM", "ICD10CM"),),
     # code -> MONDO xref, then Hetionet relations (present only in a graph built with --kg-*)
-    "hetionet_treats": (EdgeSpec("xref", None, None), EdgeSpec("kg_relation", None, None)),
+    **{t: (EdgeSpec("xref", None, None), EdgeSpec("kg_relation", None, None)) for t in KG_TYPES},
 }
 
 _STOP = frozenset("a an and as at by for from in into of on or other the to unspecified specified with without "
@@ -102,7 +108,7 @@ class RelationalQAConfig(JsonConfig):
     max_per_answer: dict = field(default_factory=lambda: {"default": 5, "ccs": 20})
     distinct_max_similarity: float = 0.2
     kg_dir: str | None = None          # None: the shared data's kg/ when present; "": no KG types
-    kg_descendants: bool = True        # hetionet_treats also asks about leaves under a mapped code
+    kg_descendants: bool = True        # KG types also ask about leaves under a mapped code
     exclude_codes: tuple[str, ...] = ()  # never in a train/validation question (asked, answer or option)
 
     def __post_init__(self):
@@ -216,6 +222,7 @@ class _Type:
     space: _Space
     targets: dict[int, list[int]]    # question row -> answer indices (`_Context.preferred` orders them)
     forbidden: dict[int, set[int]]   # question row -> never a distractor
+    hops: dict = field(default_factory=dict)  # KG types: (row, answer) -> edges from the code to the answer
 
 
 def _gem_partners(ctx: _Context) -> dict[int, set[int]]:
@@ -274,31 +281,40 @@ def _build_type(ctx: _Context, qtype: str, kg) -> _Type | None:
             for x in group:
                 targets[x], forbidden[x] = sorted(idx - {space.row_pos[x]}), idx
         return _Type(qtype, space, targets, forbidden)
-    if qtype == "hetionet_treats":
-        return _treats_type(ctx, kg) if kg else None
+    if qtype in KG_TYPES:
+        return _kg_type(ctx, kg, qtype) if kg else None
     raise ValueError(qtype)
 
 
-def _treats_type(ctx: _Context, kg) -> _Type | None:
-    comp_ids = sorted(kg.compounds)
-    keys = [f"HETIO:{c}" for c in comp_ids]
+def _kg_type(ctx: _Context, kg, qtype: str) -> _Type | None:
+    """Answers: the Hetionet nodes at the other end of the type's metaedge (keyed `HETIO:<id>`,
+    as the KG-joined vocabulary keys them, so both agree on their split). A code mapped to a
+    disease gets the disease's answers; with `kg_descendants`, every leaf under it too, and
+    `hops` records how far the answer is in the KG-joined graph: the is_a steps up to the
+    mapped code, then code -> MONDO (xref) -> answer (kg_relation)."""
+    from qa.datasets.relational_kg import KG_RELATIONS
+
+    me = KG_RELATIONS[qtype].metaedge
+    ids = sorted(kg.pools.get(me, ()))
+    keys = [f"HETIO:{n}" for n in ids]
     splits = [code_split(k, ctx.cfg.split_fractions, ctx.cfg.split_seed) for k in keys]
-    space = _Space(keys, [kg.compounds[c] for c in comp_ids], splits, [[] for _ in keys])
-    drugs: dict[int, set[int]] = {}  # vocabulary row -> compounds treating a disease mapped to it
-    for disease, codes in kg.disease_codes.items():
-        for c in codes:
+    space = _Space(keys, [kg.names[n] for n in ids], splits, [[] for _ in keys])
+    mapped: dict[int, set[int]] = {}  # vocabulary row -> answers of a disease mapped to it
+    for disease, others in kg.relations.get(me, {}).items():
+        for c in kg.disease_codes[disease]:
             if c in ctx.index:
-                drugs.setdefault(ctx.index[c], set()).update(space.pos[f"HETIO:{d}"] for d in kg.treats[disease])
-    targets, forbidden = {}, {}
-    if ctx.cfg.kg_descendants:
-        rows = set(ctx.leaves.tolist())
-        for x in rows:
-            inherited = set().union(*(drugs.get(a, set()) for a in ctx.chain(x)))
-            if inherited:
-                drugs[x] = drugs.get(x, set()) | inherited
-    for x, ds in drugs.items():
-        targets[x], forbidden[x] = sorted(ds), set(ds)
-    return _Type("hetionet_treats", space, targets, forbidden) if targets else None
+                mapped.setdefault(ctx.index[c], set()).update(space.pos[f"HETIO:{o}"] for o in others)
+    hops: dict = {}
+    rows = set(mapped) | (set(ctx.leaves.tolist()) if ctx.cfg.kg_descendants else set())
+    for x in rows:
+        for depth, a in enumerate([x] + (ctx.chain(x) if ctx.cfg.kg_descendants else [])):
+            for ans in mapped.get(a, ()):
+                hops.setdefault((x, ans), depth + 2)  # nearest mapped ancestor first
+    targets: dict[int, list[int]] = {}
+    for x, ans in hops:
+        targets.setdefault(x, []).append(ans)
+    forbidden = {x: set(ans) for x, ans in targets.items()}
+    return _Type(qtype, space, {x: sorted(a) for x, a in targets.items()}, forbidden, hops) if targets else None
 
 
 def _question(ctx: _Context, t: _Type, x: int, split: str, used: Counter) -> MCQuestion | str:
@@ -347,7 +363,8 @@ def _question(ctx: _Context, t: _Type, x: int, split: str, used: Counter) -> MCQ
         options=[sp.texts[m] for m in order], answer=pos, split=split, codes=[cid],
         meta={"qtype": t.name, "answer_group": sp.keys[a], "option_codes": [sp.keys[m] for m in order],
               "edge_types": sorted({e.type for e in RELIED_EDGES[t.name]}), "system": SYSTEM,
-              "difficulty": cfg.difficulty, "similarity": round(title_similarity(ctx.desc[x], sp.texts[a]), 4)},
+              "difficulty": cfg.difficulty, "similarity": round(title_similarity(ctx.desc[x], sp.texts[a]), 4),
+              **({"answer_hops": t.hops[(x, a)]} if t.hops else {})},
     )
 
 
@@ -367,12 +384,12 @@ def build_relational_qa(vocab=None, graph=None, config: RelationalQAConfig | Non
     ctx = _Context(vocab, graph, cfg)
     kg = None
     if any(t in KG_TYPES for t in cfg.types):
-        from qa.datasets.relational_kg import load_treats_facts
+        from qa.datasets.relational_kg import load_kg_facts
 
-        kg = load_treats_facts(_kg_dir(cfg))
-        # training compound names are training texts too (they are no vocabulary code's description)
-        ctx.train_texts = ctx.train_texts | {norm_text(name) for c, name in kg.compounds.items()
-                                             if code_split(f"HETIO:{c}", cfg.split_fractions, cfg.split_seed) == "train"}
+        kg = load_kg_facts(_kg_dir(cfg))
+        # training KG nodes' names are training texts too (they are no vocabulary code's description)
+        ctx.train_texts = ctx.train_texts | {norm_text(name) for n, name in kg.names.items()
+                                             if code_split(f"HETIO:{n}", cfg.split_fractions, cfg.split_seed) == "train"}
     out: list[MCQuestion] = []
     for qtype in cfg.types:
         t = _build_type(ctx, qtype, kg)

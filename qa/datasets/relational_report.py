@@ -83,6 +83,10 @@ def relational_report(vocab, graph, config: RelationalQAConfig | None = None, mi
         r["oracle"] = text_oracles(held, desc, minilm)
         r["top_answer_share"] = (Counter(q.meta["answer_group"] for q in held).most_common(1)[0][1] / len(held)
                                  if held else None)
+        hops = [q.meta["answer_hops"] for q in held if "answer_hops" in q.meta]
+        if hops:  # KG types: how far the answer is from the asked code in the KG-joined graph
+            r["answer_hops"] = dict(sorted(Counter(hops).items()))
+            r["test_codes"] = len({q.codes[0] for q in held})
         rep["types"][qtype] = r
     return rep
 
@@ -108,10 +112,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--types", nargs="+", default=list(TYPES))
     ap.add_argument("--minilm", action="store_true", help="also the MiniLM-cosine oracle")
     ap.add_argument("--splits", nargs="+", default=["test"], help="splits the oracles are measured on")
+    ap.add_argument("--vocab-dir", default=None, help="vocabulary (default: the built cache); the KG types need "
+                    "one built with --kg-mondo/--kg-hetionet for `edges removed`")
     a = ap.parse_args(argv)
     from medtok.loading import load_vocabulary
 
-    vocab, graph = load_vocabulary()
+    vocab, graph = load_vocabulary(a.vocab_dir)
     minilm = None
     if a.minilm:
         from medtok.model.text_encoder import TextEmbedder
