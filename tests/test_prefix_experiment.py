@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from llm_adapter.experiment import ExperimentConfig, cell_name, cells, leak_check, run_experiment
+from llm_adapter.experiment import ExperimentConfig, cell_finetune_config, cell_name, cells, leak_check, run_experiment
 from llm_adapter.experiment_report import load_cells, summarize
 from llm_adapter.smoke import TINY_MEDTOK
 from llm_adapter.text_baseline import caption_texts, text_caption_examples
 from llm_adapter.vectors import ConstantVectors, MedTokVectors, RandomVectors, TableVectors
 from medtok.toy import toy_vocabulary
 from medtok.tokenizer import MedTokTokenizer
-from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, norm_text
+from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, code_split, norm_text
 from tests.conftest import char_tokenizer, tiny_llama
 
 H = 32
@@ -205,6 +205,43 @@ def test_relational_task_defaults_and_validation(tmp_path):
         ExperimentConfig(settings=("strict_edges",))
     with pytest.raises(ValueError, match="task"):
         ExperimentConfig(task="ontology-ish")
+
+
+def test_relational_kg_task_defaults_and_strict_edges(tmp_path):
+    from llm_adapter.experiment import config_hash
+    from llm_adapter.experiment_medtok import medtok_configs
+    from llm_adapter.experiment_relational import config_key
+
+    kg = ExperimentConfig(task="relational_kg")
+    assert kg.settings == ("today", "strict_edges") and kg.results_dir.endswith("_relational_kg")
+    assert {"ICD10CM", "MONDO", "HETIONET"} <= set(kg.medtok_systems)
+    assert config_key({}, "relational_kg")["types"] == ["hetionet_treats", "hetionet_symptom", "hetionet_anatomy",
+                                                        "hetionet_gene"]
+    rel = ExperimentConfig(task="relational")
+    assert config_hash(kg, "no_prefix", "today", 0) != config_hash(rel, "no_prefix", "today", 0)
+    # strictly unseen with edges removed: the MONDO cross-references and KG relations of test codes go
+    toy = Toy()
+    fcfg = cell_finetune_config(kg, "prefix_medtok", "strict_edges", 0)
+    tcfg, _ = medtok_configs(kg, "both", "strict_edges", 0, toy.vocab, fcfg)
+    assert tcfg.drop_edge_types == [["kg_relation", None, None], ["xref", None, None]]
+    test_codes = [c for c in toy.vocab.codes["code_id"] if code_split(c) == "test"]
+    assert test_codes and sorted(tcfg.drop_edges_touching) == sorted(test_codes) == sorted(tcfg.heldout_codes)
+    tcfg, _ = medtok_configs(kg, "both", "today", 0, toy.vocab, fcfg)
+    assert not tcfg.drop_edge_types and not tcfg.heldout_codes
+
+
+def test_committed_relational_cells_still_match_todays_config():
+    """The finished code-graph cells in the repository keep their config hash (the KG task was
+    added beside them): a rerun of `--task relational` skips them instead of recomputing hours."""
+    from llm_adapter.experiment import config_hash
+
+    cfg = ExperimentConfig(task="relational", finetune={"scorings": ["option"]})
+    recs = sorted((Path(__file__).resolve().parents[1] / cfg.results_dir).glob("*__seed*.json"))
+    assert len(recs) == 33
+    for path in recs:
+        rec = json.loads(path.read_text())
+        setting = "today" if rec["setting"] == "shared" else rec["setting"]
+        assert rec["config_hash"] == config_hash(cfg, rec["arm"], setting, rec["seed"]), path.name
 
 
 def test_relational_cells_per_type_and_edges_removed(tmp_path):

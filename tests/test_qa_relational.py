@@ -316,3 +316,19 @@ def test_load_relational_entry(toy):
     v, g = toy
     qs = load_relational(vocab=v, graph=g, split="test", types=("sibling",), split_fractions=FR, kg_dir="")
     assert qs and all(q.split == "test" and q.meta["qtype"] == "sibling" for q in qs)
+
+
+def test_kg_types_record_how_far_the_answer_is(toy, questions):
+    """Every KG question's answer sits behind the is_a steps up to the mapped category (ICD-10
+    'X00'), then code -> MONDO -> Hetionet node: 2 more edges."""
+    v, _ = toy
+    parent = {c: (ps[0] if len(ps) else None) for c, ps in zip(v.codes["code_id"], v.codes["parents"])}
+    kg = [q for q in questions if q.meta["qtype"].startswith("hetionet_")]
+    assert {q.meta["qtype"] for q in kg} == {"hetionet_treats", "hetionet_symptom", "hetionet_anatomy", "hetionet_gene"}
+    for q in kg:
+        steps, c = 0, q.codes[0]
+        while not c.endswith("00"):
+            c, steps = parent[c], steps + 1
+        assert q.meta["answer_hops"] == steps + 2, q
+    assert {q.meta["answer_hops"] for q in kg} == {2, 3}  # mapped categories and the leaves under them
+    assert all("answer_hops" not in q.meta for q in questions if not q.meta["qtype"].startswith("hetionet_"))
