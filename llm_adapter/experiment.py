@@ -88,7 +88,7 @@ MINIMUM = {"align_examples": 120 * 16, "qa_examples": 60 * 16, "test_questions":
 @dataclass
 class ExperimentConfig(JsonConfig):
     task: str = "ontology"                          # "ontology" | "relational" | "relational_kg"
-    relational: dict = field(default_factory=dict)  # RelationalQAConfig overrides (task "relational")
+    relational: dict = field(default_factory=dict)  # RelationalQAConfig overrides (relational tasks)
     results_dir: str | None = None                  # one small JSON per finished cell (committed); None: per task
     work_dir: str | None = None                     # per-cell checkpoints (resume after a kill); None: per task
     medtok_dir: str | None = None                   # None: <cache>/prefix_experiment_medtok
