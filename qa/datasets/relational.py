@@ -18,12 +18,12 @@ knowledge graph holds; each shows the code id only and offers 4 texts:
                        ../shared/data/kg is absent; see qa.datasets.relational_kg)
 
 Splits, by code AND by answer group. Every vocabulary code (question code, ICD-9 partner,
-parent, CCS group, sibling) and every Hetionet compound has one split, `ontology.code_split`
+parent, CCS group, sibling) and every Hetionet answer node has one split, `ontology.code_split`
 of its id, the same function as the ontology set, so both sets agree on which codes are held
 out. A question is made only when the code and its answer share a split, and distractors come
 from that split's answers: a test answer (a parent title, a CCS group shared by many codes)
 is never an answer or option of a training question. Held-out answers whose text equals the
-description of any training-split code (all systems), or a training compound's name, are
+description of any training-split code (all systems), or a training KG node's name, are
 skipped too (`ontology.training_texts`), so no training question or alignment caption built
 from training codes shows a held-out answer.
 Order within a split is a seeded hash of the code (the same for every type, so the types ask
