@@ -48,12 +48,13 @@ import numpy as np
 from medtok.common.hashing import stable_fraction
 from medtok.common.jsonconfig import JsonConfig
 from qa.datasets.ontology import SPLITS, _draw, code_split, norm_text, training_texts, vocab_code_splits
+from qa.datasets.relational_kg import KG_RELATIONS, load_kg_facts
 from qa.types import MCQuestion
 
 log = logging.getLogger("qa.datasets")
 
 SYSTEM = "ICD10CM"  # the question codes: ICD-10-CM leaves (the QA system of the fine-tuning job)
-KG_TYPES = ("hetionet_treats", "hetionet_symptom", "hetionet_anatomy", "hetionet_gene")
+KG_TYPES = tuple(KG_RELATIONS)  # one per Hetionet metaedge
 TYPES = ("gem_icd9", "gem_icd9_distinct", "ccs", "parent_title", "sibling") + KG_TYPES
 _GEM_STEM = "Which ICD-9-CM diagnosis is the GEM equivalent of the ICD-10-CM code {code}?"
 STEMS = {
@@ -292,8 +293,6 @@ def _kg_type(ctx: _Context, kg, qtype: str) -> _Type | None:
     disease gets the disease's answers; with `kg_descendants`, every leaf under it too, and
     `hops` records how far the answer is in the KG-joined graph: the is_a steps up to the
     mapped code, then code -> MONDO (xref) -> answer (kg_relation)."""
-    from qa.datasets.relational_kg import KG_RELATIONS
-
     me = KG_RELATIONS[qtype].metaedge
     ids = sorted(kg.pools.get(me, ()))
     keys = [f"HETIO:{n}" for n in ids]
@@ -384,8 +383,6 @@ def build_relational_qa(vocab=None, graph=None, config: RelationalQAConfig | Non
     ctx = _Context(vocab, graph, cfg)
     kg = None
     if any(t in KG_TYPES for t in cfg.types):
-        from qa.datasets.relational_kg import load_kg_facts
-
         kg = load_kg_facts(_kg_dir(cfg))
         # training KG nodes' names are training texts too (they are no vocabulary code's description)
         ctx.train_texts = ctx.train_texts | {norm_text(name) for n, name in kg.names.items()
