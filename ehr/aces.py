@@ -36,6 +36,7 @@ from pathlib import Path
 import polars as pl
 
 from ehr.schema import PREDICTION_TIME, SUBJECT_ID
+from ehr.tasks.stays import age_years, stays
 
 DEATH_CODES = {"death": {"code": "MEDS_DEATH"},
                "died_discharge": {"code": {"regex": "^HOSPITAL_DISCHARGE//.*(?i:DIED|DEAD|EXPIRED|DEATH)"}},
@@ -138,7 +139,6 @@ def apply_project_rules(task_key: str, aces_labels: pl.DataFrame, events: pl.Dat
     admission of the stay, from MEDS_BIRTH)."""
     if task_key != "readmission/pyhealth_15d_discharge" or aces_labels.is_empty():
         return aces_labels
-    from ehr.tasks.stays import age_years, stays
     s = stays(events).select(SUBJECT_ID, "admit", "discharge", "birth")
     j = aces_labels.join(s, left_on=[SUBJECT_ID, PREDICTION_TIME], right_on=[SUBJECT_ID, "discharge"], how="left")
     return j.filter(age_years("admit").fill_null(99) >= 18).select(aces_labels.columns)

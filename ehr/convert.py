@@ -22,12 +22,16 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from ehr import meds_io
-from ehr.report import coverage_table, ledger_table, task_table, unmapped_table
+from ehr.data_tables import coverage_table, ledger_table, task_table, unmapped_table
 from ehr.schema import SUBJECT_ID
-from ehr.splits import DEFAULT_FRACTIONS, check_disjoint
 from ehr.sources import SOURCE_DATASETS, SourceConfig, convert_source
-from medtok.common.atomic import atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
+from ehr.splits import DEFAULT_FRACTIONS, check_disjoint
+from ehr.synthetic.cohort import SyntheticConfig, write_synthetic_meds
+from ehr.tasks.base import TaskNotSupported
+from ehr.tasks.build import build_task, summarize
+from ehr.tasks.registry import DEFAULT_SUITE, TASKS, get_task
+from medbase.atomic import atomic_write_text
+from medbase.jsonconfig import JsonConfig
 
 DATASETS = SOURCE_DATASETS + ("synthetic",)
 
@@ -65,13 +69,9 @@ class EhrDataConfig(JsonConfig):
 
 
 def resolve_tasks(spec: list[str]):
-    """Task objects for a spec; None when the tasks package is not available."""
+    """Task objects for a spec."""
     if not spec or spec == ["none"]:
         return []
-    try:
-        from ehr.tasks.registry import DEFAULT_SUITE, TASKS, get_task
-    except ImportError:   # the tasks half is not installed: convert only
-        return None
     pairs: list[tuple[str, str]] = []
     for s in spec:
         if s == "all":
@@ -93,7 +93,6 @@ def resolve_tasks(spec: list[str]):
 def _label_shard(job) -> list[tuple]:
     """All tasks on one shard: per task (labels, per-sample input counts, guards, skip reason).
     The inputs themselves are reduced to counts here, so they never leave the worker."""
-    from ehr.tasks.build import build_task
     path, tasks, splits, meta = job
     events = meds_io.read_shard(path)
     out = []
@@ -113,7 +112,6 @@ def label_meds_dir(meds_dir: str | Path, tasks: list, progress: bool = True, wor
     """Label every task on a MEDS directory shard by shard (`workers` processes); write the
     label tables; return one stats dict per task build (`skipped` set when the data cannot
     support it). The leakage guards run on every shard of every build."""
-    from ehr.tasks.build import summarize
     meds_dir = Path(meds_dir)
     meta = meds_io.read_dataset_json(meds_dir)
     splits = meds_io.read_splits(meds_dir)
@@ -128,7 +126,6 @@ def label_meds_dir(meds_dir: str | Path, tasks: list, progress: bool = True, wor
     all_codes = pl.concat([pl.scan_parquet(p).select("code").unique() for p in paths]).unique().collect()
     probe = all_codes.with_columns(pl.lit(0, dtype=pl.Int64).alias(SUBJECT_ID),
                                    pl.lit(None, dtype=pl.Datetime("us")).alias("time"))
-    from ehr.tasks.base import TaskNotSupported
     for i, task in enumerate(tasks):
         try:
             task.check_support(probe, meta)
@@ -187,7 +184,6 @@ def run_ehr_data(cfg: EhrDataConfig) -> dict:
     t0 = time.perf_counter()
     report: dict = {"config": cfg.to_dict()}
     if cfg.dataset == "synthetic":
-        from ehr.synthetic import SyntheticConfig, write_synthetic_meds
         scfg = SyntheticConfig.from_dict({"seed": cfg.seed, **cfg.synthetic})
         info = write_synthetic_meds(scfg, out, progress=cfg.progress)
         report["convert"] = {"events": info["events"], "subjects": info["subjects"], "seconds": info["seconds"]}
@@ -208,12 +204,8 @@ def run_ehr_data(cfg: EhrDataConfig) -> dict:
     report["splits"] = meds_io.validate_meds_dir(out)["splits"]
     t1 = time.perf_counter()
     tasks = resolve_tasks(cfg.tasks)
-    if tasks is None:
-        report["tasks"] = "not labelled: ehr.tasks is not available (convert only)"
-        stats = []
-    else:
-        stats = label_meds_dir(out, tasks, progress=cfg.progress, workers=cfg.workers) if tasks else []
-        report["tasks"] = stats
+    stats = label_meds_dir(out, tasks, progress=cfg.progress, workers=cfg.workers) if tasks else []
+    report["tasks"] = stats
     report["seconds"] = {"convert": round(t1 - t0, 3), "label": round(time.perf_counter() - t1, 3),
                          "total": round(time.perf_counter() - t0, 3)}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ehr.schema import CODE, EVENT_SCHEMA, SPLITS, SUBJECT_ID, TIME, conform_events
-from medtok.common.atomic import atomic_path, atomic_write_text
+from medbase.atomic import atomic_path, atomic_write_text
 
 DATA_DIR, CODES_FILE, SPLITS_FILE, DATASET_FILE = ("data", "metadata/codes.parquet",
                                                    "metadata/subject_splits.parquet", "metadata/dataset.json")

@@ -1,6 +1,6 @@
 """Patient-level splits, made once per dataset before any sample exists.
 
-Rule: a subject's split is `medtok.common.hashing.split_of(str(subject_id), fractions,
+Rule: a subject's split is `medbase.hashing.split_of(str(subject_id), fractions,
 salt=f"ehr-splits-{seed}")` (blake2b of salt and id): it depends only on the subject id and
 the seed, never on the record order, the task, the labels or which other subjects exist, so
 a subject keeps its split when the cohort grows and no task can move it. A MEDS directory
@@ -13,12 +13,12 @@ from __future__ import annotations
 import polars as pl
 
 from ehr.schema import SPLITS, SUBJECT_ID
-from medtok.common.hashing import split_of
+from medbase.hashing import split_of
 
 DEFAULT_FRACTIONS = {"train": 0.8, "tuning": 0.1, "held_out": 0.1}
 
 
-class SplitLeakError(AssertionError):
+class SplitLeakError(Exception):
     """A subject sits in two splits (a patient-level leak)."""
 
 

@@ -1,6 +1,6 @@
 """Configuration of the prefix adapter: projector, LoRA, base model, quantization.
 
-One dataclass per component on `medtok.common.jsonconfig.JsonConfig`, validated in
+One dataclass per component on `medbase.jsonconfig.JsonConfig`, validated in
 `__post_init__`, saved as JSON beside every checkpoint (`AdapterConfig.save`; read back with
 `load_saved`, which ignores keys of a newer version with a warning, while `load` / `from_dict`
 reject unknown keys in a config a user writes). `llama31_8b_config()` is the ready GPU recipe.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 ADAPTER_CONFIG_NAME = "adapter_config_medtok.json"  # not "adapter_config.json": that name is peft's
 PROJECTOR_KINDS = ("linear", "mlp")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
+from medbase.paths import default_vocab_dir
 from medtok.codes.vocabulary import Vocabulary
-from medtok.paths import default_vocab_dir
 from qa.datasets.meddx import load_meddx
 from qa.datasets.ontology import SYSTEM_NAMES, TEMPLATE, OntologyQAConfig, build_ontology_qa, code_split
 from qa.scoring import answer_ids, build_prompt_ids
@@ -31,7 +31,7 @@ def _vocab(cfg):
 def link_questions(questions, vocab=None, max_codes: int = 4, progress: bool = True) -> None:
     """Fill `.codes` of free-text questions (MedDDx) with the linker's codes, in text order
     (stem first, then options), best-scored first within the stem; in place."""
-    from qa.linker import CodeLinker  # lazy: scispacy and the re-ranker take seconds to import
+    from qa.linker import CodeLinker  # spaCy is slow to import: only the linker path needs it
 
     linker = CodeLinker.build(vocab, verbose=progress)
     texts = [q.question + "\n" + "\n".join(q.options) for q in questions]

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field, replace
 
 from llm_adapter.config import AdapterConfig, ProjectorConfig, nested_from_dict
-from medtok.common.jsonconfig import JsonConfig, UnknownConfigKeys
+from medbase.jsonconfig import JsonConfig, UnknownConfigKeys
 
 ARMS = ("lora", "lora+prefix")
 # every arm kind: ARMS (the default pair) plus the text baseline (llm_adapter.text_baseline):

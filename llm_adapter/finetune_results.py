@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medtok.common.atomic import atomic_path
+from medbase.atomic import atomic_path
 from qa.metrics import accuracy_with_ci, paired_comparison
-from qa.report import accuracy_table, comparison_block
+from qa.results_format import accuracy_table, comparison_block
 
 
 def summarize(results: dict, cfg) -> dict:

@@ -25,7 +25,7 @@ from llm_adapter.config import ADAPTER_CONFIG_NAME, AdapterConfig
 from llm_adapter.inputs import answer_loss, build_inputs
 from llm_adapter.projector import CodeProjector, mean_embedding_norm
 from llm_adapter.quantization import load_4bit
-from medtok.common.atomic import atomic_write_text
+from medbase.atomic import atomic_write_text
 from qa.lm import load_causal_lm, pad_token_id
 
 FINGERPRINT_NAME = "base_fingerprint.json"

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from llm_adapter.data import vocab_dir_of
-from llm_adapter.determinism import deterministic_on_cpu
-from llm_adapter.finetune import NO_PREFIX_ARMS, default_medtok_checkpoint, finetune
+from llm_adapter.finetune import NO_PREFIX_ARMS, finetune
+from llm_adapter.prerequisites import default_medtok_checkpoint
 from llm_adapter.finetune_config import FinetuneConfig
+from medbase.determinism import deterministic_on_cpu
 from medtok.build import build_vocabulary, format_statistics
 from medtok.train import TrainConfig, train
 

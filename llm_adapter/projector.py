@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from llm_adapter.config import ProjectorConfig
-from medtok.common.atomic import atomic_path
+from medbase.atomic import atomic_path
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
 PROJECTOR_CONFIG = "projector_config.json"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from llm_adapter.data import load_questions
+from llm_adapter.finetune_config import FinetuneConfig
 
 
 BASE_DIR = "base"
@@ -75,8 +77,6 @@ def export_lora(adapter_dir: str | Path, out_dir: str | Path, base_dir: str | Pa
 def finetune_questions(finetune_config: str | Path, split: str = "test", n: int | None = None):
     """The evaluation questions of a fine-tuning run, rebuilt from its finetune_config.json
     (`llm_adapter.data.load_questions`, the job's own loader)."""
-    from llm_adapter.data import load_questions
-    from llm_adapter.finetune_config import FinetuneConfig
 
     cfg = FinetuneConfig.load_saved(finetune_config)  # saved beside a run: newer keys only warn
     cfg.progress = False

@@ -46,7 +46,7 @@ from medtok.tokenizer import MedTokTokenizer
 from medtok.toy import toy_vocabulary
 from medtok.train import TrainConfig, train
 from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa
-from qa.evaluate import evaluate_questions
+from qa.harness import evaluate_questions
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"

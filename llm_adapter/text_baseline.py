@@ -17,7 +17,7 @@ equal-budget test), its exact gradient accumulation, warm-up rule, seeded data o
 dropout, its kill-and-resume checkpoints (fingerprinted), and the deterministic-CPU-kernel
 switch. SFTTrainer has its own loop, scheduler, sampler, checkpoint format and loss
 normalisation (per device batch), so the text baseline would not be trained like the arms it
-is compared with; stage 1 here is `llm_adapter.finetune.train_stage` with lora=True.
+is compared with; stage 1 here is `llm_adapter.train_loop.train_stage` with lora=True.
 """
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
-"""Base helpers every package builds on: JSON configs, stable hashing, atomic files.
+"""The bottom layer: plumbing every package builds on (atomic files, JSON configs, stable
+hashing, deterministic kernels, paths, CSV reading, run provenance).
 
-Nothing here imports the rest of the project (it is the bottom layer)."""
+Nothing here imports the rest of the project, so `medtok`, `qa`, `ehr`, `llm_adapter` and
+`serve` can all use it without depending on each other."""

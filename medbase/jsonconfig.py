@@ -19,7 +19,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from medtok.common.atomic import atomic_write_text
+from medbase.atomic import atomic_write_text
 
 T = TypeVar("T", bound="JsonConfig")
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import fields, replace
 from pathlib import Path
 
-from medtok.common.atomic import atomic_write_text
+from medbase.atomic import atomic_write_text
 from medtok.evaluate import GEM_TYPES, evaluate
 from medtok.loading import load_vocabulary
 from medtok.model.config import MedTokConfig

@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from medbase.atomic import atomic_write_text
+from medbase.hashing import file_digest
 from medtok.codes.sources import SourceTable
 from medtok.codes.sources.atc import load_atc
 from medtok.codes.sources.ccs import load_ccs, load_ccsr
-from medtok.codes.sources.icd9 import load_icd9cm, load_icd9pcs, load_icd_gems
 from medtok.codes.sources.icd10cm import load_icd10cm
 from medtok.codes.sources.icd10pcs import load_icd10pcs
+from medtok.codes.sources.icd9 import load_icd9cm, load_icd9pcs, load_icd_gems
 from medtok.codes.sources.user_files import load_code_file
 from medtok.codes.vocabulary import Vocabulary
-from medtok.common.atomic import atomic_write_text
-from medtok.common.hashing import file_digest
 from medtok.graph.external import attach_external
 from medtok.graph.graph import CodeGraph
 

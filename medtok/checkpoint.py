@@ -5,7 +5,7 @@ JSON, the optimizer state as tensors loadable with `torch.load(weights_only=True
 manifest `checkpoint.json` written *last*, listing every file with its size and sha256.
 
 * `write_manifest(dir, names)` after the files are in place; every file itself is written
-  through `medtok.common.atomic` (temporary file + rename), so a kill leaves old or new files,
+  through `medbase.atomic` (temporary file + rename), so a kill leaves old or new files,
   never a half-written one.
 * `verify(dir)` -> None when every listed file is present with its recorded size and digest,
   else the reason. A kill between two files leaves an old manifest that no longer matches,
@@ -27,8 +27,8 @@ from typing import Iterator
 
 import torch
 
-from medtok.common.atomic import atomic_path, atomic_write_text
-from medtok.common.hashing import file_digest
+from medbase.atomic import atomic_path, atomic_write_text
+from medbase.hashing import file_digest
 
 MANIFEST_NAME = "checkpoint.json"
 MANIFEST_VERSION = 1

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medtok.common.atomic import atomic_write_text
+from medbase.atomic import atomic_write_text
 from medtok.model.config import GROUP_REGION, GROUPS
 from medtok.model.text_encoder import benchmark_text_embedder
 from medtok.splits import heldout_mask

@@ -2,7 +2,7 @@
 
 `TrainConfig.drop_edge_types` names edges by (type, source system, target system), with
 None for "any system", in the same shape as the relational QA sets' `RELIED_EDGES`
-(`qa.datasets.relational`; medtok does not import qa: the runner passes the specs as plain
+(`qa.datasets.relational.questions`; medtok does not import qa: the runner passes the specs as plain
 data). `TrainConfig.drop_edges_touching` narrows the removal to edges with an endpoint among
 given code ids (e.g. only the test codes' edges). The checkpoint records both, and the
 tokenizer applies the same edit to its graph, so training, the token table and its cache key

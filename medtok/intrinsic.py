@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medbase.atomic import atomic_write_text
+from medbase.jsonconfig import JsonConfig
 from medtok.ablations import GEM_EDGES, split_change, train_summary, train_variant
 from medtok.baselines import knn_token_table, neighbour_mean_features
-from medtok.common.atomic import atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
 from medtok.evaluate import evaluate, evaluate_tokens
 from medtok.graph_edits import drop_edges
 from medtok.loading import load_vocabulary

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medbase.paths import default_vocab_dir
 from medtok.build import read_build_meta, rebuild_from_meta, verify_vocab_cache
 from medtok.codes.vocabulary import Vocabulary
 from medtok.graph.graph import CodeGraph
-from medtok.paths import default_vocab_dir
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
+from medtok.model.medtok import MedTokModel
+from medtok.tokenizer import MedTokTokenizer
 
 
 @dataclass
@@ -142,8 +144,6 @@ def probe_checkpoint(ckpt: str | Path, config: ProbeConfig | None = None, heldou
     vocabulary and text features, the baseline that says what training adds."""
     import torch
 
-    from medtok.model.medtok import MedTokModel
-    from medtok.tokenizer import MedTokTokenizer
 
     cfg = config or ProbeConfig()
     tok = MedTokTokenizer.from_pretrained(ckpt, vocab=vocab, graph=graph, text_embeddings=text_embeddings,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medtok.common.hashing import stable_fraction
+from medbase.hashing import stable_fraction
 
 
 def heldout_mask(code_ids, kinds, fraction: float, codes=None) -> np.ndarray:

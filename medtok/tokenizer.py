@@ -40,14 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medtok.common.atomic import atomic_path
-from medtok.common.jsonconfig import JsonConfig
+from medbase.atomic import atomic_path
+from medbase.jsonconfig import JsonConfig
+from medbase.paths import default_vocab_dir
 from medtok.graph_edits import drop_edges, normalize_edge_specs
 from medtok.loading import load_vocabulary
 from medtok.model.config import GROUP_REGION, GROUPS
 from medtok.model.features import neighbor_table, node_features
 from medtok.model.medtok import MedTokModel
-from medtok.paths import default_vocab_dir
 from medtok.splits import heldout_mask, read_code_list
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class TokenizerConfig(JsonConfig):
 
     CONFIG_NAME = TOKENIZER_CONFIG
 
-    vocab_dir: str | None = None        # None = medtok.paths.default_vocab_dir()
+    vocab_dir: str | None = None        # None = medbase.paths.default_vocab_dir()
     systems: list | None = None         # code systems the checkpoint was trained on (None = all)
     heldout_fraction: float = 0.05      # of the training run; for the unseen-code evaluation
     heldout_codes: list | None = None   # the run's explicit held-out code ids (never training centres)

@@ -47,15 +47,15 @@ from tqdm.auto import tqdm
 
 from medtok.checkpoint import (CheckpointError, load_tensors_pt, read_manifest, save_tensors_pt, staged_directory,
                                verify, write_manifest)
-from medtok.common.atomic import atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
+from medbase.atomic import atomic_write_text
+from medbase.determinism import deterministic_on_cpu
+from medbase.jsonconfig import JsonConfig
+from medtok.graph_edits import drop_edges, normalize_edge_specs
 from medtok.loading import load_vocabulary
-from medtok.common.determinism import deterministic_on_cpu
 from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
 from medtok.model.features import neighbor_table, node_features
 from medtok.model.losses import distance_kl, shared_loss, specific_loss
 from medtok.model.medtok import CONFIG_NAME, WEIGHTS_NAME, MedTokModel
-from medtok.graph_edits import drop_edges, normalize_edge_specs
 from medtok.splits import heldout_mask, read_code_list
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig(JsonConfig):
     CONFIG_NAME = TRAIN_CONFIG_NAME
 
-    vocab_dir: str | None = None        # None = medtok.paths.default_vocab_dir()
+    vocab_dir: str | None = None        # None = medbase.paths.default_vocab_dir()
     systems: list | None = None         # train/tokenize only these code systems (None = all)
     out_dir: str = "runs/medtok"
     steps: int = 300

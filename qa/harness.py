@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medtok.common.jsonconfig import JsonConfig
-from medtok.paths import PROJECT_ROOT
+from medbase.jsonconfig import JsonConfig
+from medbase.paths import PROJECT_ROOT
+from medbase.provenance import files_fingerprint, load_results, provenance, questions_fingerprint, save_results
 from qa.datasets import load_dataset
 from qa.lm import load_causal_lm
 from qa.metrics import accuracy_with_ci, paired_comparison
-from qa.report import (accuracy_table, comparison_block, files_fingerprint, load_results, provenance,  # noqa: F401
-                       questions_fingerprint, save_results)
+from qa.results_format import accuracy_table, comparison_block
 from qa.scoring import ScoreResult, generate_multiple_choice, score_multiple_choice
 from qa.types import LETTERS, MCQuestion
 

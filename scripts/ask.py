@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from serve.client import GatewayClient, GatewayError  # noqa: E402
+from serve.client import GatewayClient, GatewayError
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,8 @@
 import argparse
 import json
 
+from medbase.paths import default_vocab_dir
 from medtok.build import DEFAULT_SYSTEMS, build_vocabulary, format_statistics
-from medtok.paths import default_vocab_dir
 
 
 def main(argv=None) -> None:

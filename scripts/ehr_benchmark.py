@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ehr.benchmark.cells import DEFAULT_MODELS, MODELS  # noqa: E402
-from ehr.benchmark.commands import run_command  # noqa: E402
-from ehr.benchmark.data import DATASETS  # noqa: E402
-from ehr.benchmark.tokenizers import DEFAULT_TOKENIZERS  # noqa: E402
+from ehr.benchmark.cells import DEFAULT_MODELS, MODELS
+from ehr.benchmark.commands import run_command
+from ehr.benchmark.data import DATASETS
+from ehr.benchmark.tokenizers import DEFAULT_TOKENIZERS
 
 
 def main(argv=None) -> int:

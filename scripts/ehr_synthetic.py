@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from ehr.synthetic import SyntheticConfig, write_synthetic_meds
-from ehr.synthetic_bench import run_throughput, signal_check
-from ehr.synthetic_world import SCENARIOS
+from ehr.benchmark.labelling_throughput import run_throughput, signal_check
+from ehr.synthetic.cohort import SyntheticConfig, write_synthetic_meds
+from ehr.synthetic.world import SCENARIOS
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from qa.datasets import dataset_names
-from qa.evaluate import DTYPES, MODES, EvalConfig, evaluate, table_of_saved
+from qa.harness import DTYPES, MODES, EvalConfig, evaluate, table_of_saved
 
 
 def main(argv=None):

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qa.linker.commands import evaluate_command, link_command, read_texts  # noqa: E402
+from qa.linker.commands import evaluate_command, link_command, read_texts
 
 
 def main(argv: list[str] | None = None) -> int:

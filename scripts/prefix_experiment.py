@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from llm_adapter.experiment import ARMS, SETTINGS, TASKS, ExperimentConfig, run_experiment
-from llm_adapter.experiment_workers import run_workers
-from llm_adapter.experiment_report import summarize
+from llm_adapter.experiment.grid import ARMS, SETTINGS, TASKS, ExperimentConfig, run_experiment
+from llm_adapter.experiment.summary import summarize
+from llm_adapter.experiment.workers import run_workers
 from llm_adapter.finetune_config import FinetuneConfig, apply_overrides
 
 

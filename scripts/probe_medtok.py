@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
         import torch
 
         torch.set_num_threads(a.threads)
-    from medtok.common.atomic import atomic_write_text
+    from medbase.atomic import atomic_write_text
     from medtok.probe import ProbeConfig, probe_checkpoint
 
     cfg = ProbeConfig(n_candidates=a.n, alpha=a.alpha, max_train=a.max_train, seed=a.seed,

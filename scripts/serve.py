@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from serve.bundle import BundleError  # noqa: E402
-from serve.config import Limits, ServeConfig  # noqa: E402
-from serve.launcher import LaunchError  # noqa: E402
-from serve.logs import configure_logging  # noqa: E402
-from serve.server import ServiceHandle  # noqa: E402
+from serve.bundle import BundleError
+from serve.config import Limits, ServeConfig
+from serve.launcher import LaunchError
+from serve.logs import configure_logging
+from serve.server import ServiceHandle
 
 
 def main(argv=None) -> int:

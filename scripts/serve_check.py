@@ -13,12 +13,8 @@ run against it. Writes <out>/bench.json (see serve.bench for what each part meas
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from serve.bench import PARTS, BenchConfig, run_benchmark  # noqa: E402
+from serve.bench import PARTS, BenchConfig, run_benchmark
 
 
 def main(argv=None) -> None:

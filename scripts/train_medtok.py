@@ -7,14 +7,14 @@
     python scripts/train_medtok.py --device cuda ...                   # default: CUDA when available
     accelerate launch --num_processes 4 scripts/train_medtok.py --paper ...   # 1024 / 4 codes per process
 
-Flags: one per TrainConfig / MedTokConfig field (medtok.recipes.add_training_arguments).
+Flags: one per TrainConfig / MedTokConfig field (medtok.train_cli.add_training_arguments).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from medtok.recipes import add_training_arguments, train_from_args
+from medtok.train_cli import add_training_arguments, train_from_args
 
 
 def main(argv=None):

@@ -32,11 +32,21 @@ import httpx
 import numpy as np
 import torch
 
-from medtok.common.atomic import atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
+from llm_adapter.serving import finetune_questions
+from medbase.atomic import atomic_write_text
+from medbase.jsonconfig import JsonConfig
+from medbase.paths import PROJECT_ROOT, shared_data_path
+from qa.datasets.meddx import load_meddx
+from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa
+from serve.bundle import prepare_bundle
+from serve.codes import CodeResolver
 from serve.config import Limits, ServeConfig
+from serve.describe import describe_prompt, format_describe, score_arms, unseen_codes
+from serve.embeds import PromptBuilder, encode_embeds
 from serve.launcher import VLLM_KEY_ENV, free_port
 from serve.loadgen import percentiles, run_load
+from serve.parity import hf_references, served_parity
+from serve.server import load_linker, load_serving_vocabulary
 
 PARTS = ("parity", "describe", "load", "gateway")
 
@@ -89,7 +99,6 @@ class ServedProcess:
         self.url = f"http://127.0.0.1:{cfg.port}"
 
     def __enter__(self):
-        from medtok.paths import PROJECT_ROOT
 
         t0 = time.perf_counter()
         env = {**os.environ, VLLM_KEY_ENV: self.vllm_key,
@@ -139,7 +148,6 @@ def _serve_config(b: BenchConfig, checkpoint: str, export_dir: str | None) -> Se
 def describe_texts(client: httpx.Client, codes: list[str], with_prefix: bool, max_tokens: int) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from serve.describe import describe_prompt
 
     def one(c):
         r = client.post("/v1/completions", json={"prompt": describe_prompt(c), "codes": [c] if with_prefix else [],
@@ -153,7 +161,6 @@ def describe_texts(client: httpx.Client, codes: list[str], with_prefix: bool, ma
 
 def vllm_direct_load(sp, bundle, vocab, prompts, b: BenchConfig, clients: int, dtype: str) -> dict:
     """The same load straight at vLLM with ready prompt embeds: what the gateway costs on top."""
-    from serve.embeds import PromptBuilder, encode_embeds
 
     pb = PromptBuilder(bundle, vocab, dtype)
     bodies = [{"model": sp.card["id"], "prompt_embeds": encode_embeds(pb.row(pb.text_prompt_ids(p), pb.prefix_codes(c))),
@@ -168,8 +175,6 @@ def vllm_direct_load(sp, bundle, vocab, prompts, b: BenchConfig, clients: int, d
 
 def gateway_work(bundle, vocab, linker, questions, n: int) -> dict:
     """Per question, in process: link (question + options), prefix + row (bf16), serialization."""
-    from serve.codes import CodeResolver
-    from serve.embeds import PromptBuilder, encode_embeds
 
     builder = PromptBuilder(bundle, vocab, "bfloat16")
     resolver = CodeResolver(vocab, linker)
@@ -192,7 +197,6 @@ def gateway_work(bundle, vocab, linker, questions, n: int) -> dict:
 def payload_bytes(bundle, vocab, prompts) -> dict:
     """Bytes per request: client -> gateway JSON, gateway -> vLLM (bf16 rows, base64), and the fp32
     rows a client would have sent to vLLM directly in the design this replaces."""
-    from serve.embeds import PromptBuilder, encode_embeds
 
     out = {}
     for dtype in ("bfloat16", "float32"):
@@ -206,12 +210,10 @@ def payload_bytes(bundle, vocab, prompts) -> dict:
 
 # ---- the whole run ----------------------------------------------------------------------------------
 def _benchmark_questions(b: BenchConfig, run_dir: Path, vocab, n: int):
-    from llm_adapter.serving import finetune_questions
 
     fc = run_dir / "finetune_config.json"
     if fc.exists():
         return finetune_questions(fc, "test", n)
-    from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa  # an adapter without its run dir
 
     qs = build_ontology_qa(vocab, OntologyQAConfig(systems=("ICD10CM",), sizes={"train": 0, "validation": 0,
                                                                                 "test": n}))
@@ -220,11 +222,9 @@ def _benchmark_questions(b: BenchConfig, run_dir: Path, vocab, n: int):
 
 def _gateway_questions(b: BenchConfig, fallback):
     """Free-text questions for the linker path: MedDDx when the shared data has it."""
-    from medtok.paths import shared_data_path
 
     path = shared_data_path("qa", "MedDDx.json") if b.meddx == "auto" else b.meddx
     if path:
-        from qa.datasets.meddx import load_meddx
 
         return load_meddx(path), "MedDDx"
     return fallback, "ontology test questions"
@@ -233,10 +233,6 @@ def _gateway_questions(b: BenchConfig, fallback):
 def run_benchmark(b: BenchConfig) -> dict:
     import secrets
 
-    from serve.bundle import prepare_bundle
-    from serve.describe import describe_prompt, score_arms, unseen_codes
-    from serve.parity import hf_references, served_parity
-    from serve.server import load_linker, load_serving_vocabulary
 
     torch.set_num_threads(b.threads)
     out = Path(b.out_dir)
@@ -309,7 +305,6 @@ def run_benchmark(b: BenchConfig) -> dict:
 
 
 def format_summary(rec: dict) -> str:
-    from serve.describe import format_describe
 
     lines = []
     if "startup_s" in rec:

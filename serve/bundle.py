@@ -26,8 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_adapter.config import ADAPTER_CONFIG_NAME, AdapterConfig
-from medtok.common.atomic import atomic_write_text
-from medtok.common.hashing import file_digest
+from llm_adapter.model import load_base_lm
+from llm_adapter.serving import export_base_lm, export_lora
+from llm_adapter.vectors import DescriptionVectors, MedTokVectors, RandomVectors, TableVectors
+from medbase.atomic import atomic_write_text
+from medbase.atomic import atomic_path
+from medbase.hashing import file_digest
+from medbase.paths import cache_dir
+from qa.lm import smollm2_gguf_path
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -91,9 +97,6 @@ def exported_embedded_base(cfg: AdapterConfig, root: Path, log=print) -> Path:
     """The embedded GGUF base as an HF directory under `root` (exported on first use, about a minute)."""
     import hashlib
 
-    from llm_adapter.model import load_base_lm
-    from llm_adapter.serving import export_base_lm
-    from qa.lm import smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     st = gguf.stat()
@@ -158,18 +161,15 @@ class Bundle:
         if kind == "medtok":
             from safetensors.torch import load_file
 
-            from llm_adapter.vectors import TableVectors
 
             ids = json.loads((self.directory / CODE_IDS_FILE).read_text())
             vec = load_file(str(self.directory / VECTORS_FILE))["vectors"]
             return TableVectors(ids, vec, name="medtok", identity=self.manifest["medtok_checkpoint"])
         if kind == "minilm":
-            from llm_adapter.vectors import DescriptionVectors
 
             if vocab is None:
                 raise BundleError("the minilm vector source needs the vocabulary")
             return DescriptionVectors(vocab)
-        from llm_adapter.vectors import RandomVectors
 
         return RandomVectors(**self.manifest.get("random_vectors", {}))
 
@@ -198,7 +198,6 @@ def _export_code_vectors(out: Path, source) -> int:
     """Every code the MedTok checkpoint knows -> [n, G, d] float32 (a few hundred MB at most)."""
     from safetensors.torch import save_file
 
-    from medtok.common.atomic import atomic_path
 
     enc = source.tok.encode_all(progress=False)
     vec = enc.vectors.float().contiguous()
@@ -214,8 +213,6 @@ def prepare_bundle(checkpoint: str | Path, export_dir: str | Path | None = None,
 
     vector_source, lm, tokenizer   ready objects instead of the recorded MedTok checkpoint / base
                                    model (tests; the embedded base is loaded only to export it)"""
-    from llm_adapter.serving import export_base_lm, export_lora
-    from medtok.paths import cache_dir
 
     adapter_dir = find_adapter_dir(checkpoint).resolve()
     cfg = load_adapter_config(adapter_dir)
@@ -247,7 +244,6 @@ def prepare_bundle(checkpoint: str | Path, export_dir: str | Path | None = None,
     n_codes = None
     if cfg.uses_prefix and cfg.vector_source == "medtok":
         if vector_source is None:
-            from llm_adapter.vectors import MedTokVectors
 
             if not cfg.medtok_checkpoint or not Path(cfg.medtok_checkpoint).exists():
                 raise BundleError(f"the adapter's MedTok checkpoint {cfg.medtok_checkpoint!r} is missing")

@@ -1,6 +1,6 @@
 """Clients of the gateway: `GatewayClient` (ask a question), `ServerScorer` and
 `evaluate_via_server` (the QA harness through a running server: same ScoreResult, same results
-table and JSON as `qa.evaluate.evaluate`).
+table and JSON as `qa.harness.evaluate`).
 
     python scripts/ask.py --server http://127.0.0.1:8000 "What does ICD10CM:E11.9 denote?" --options ...
     python scripts/eval_qa.py --backend server --server http://127.0.0.1:8000 --dataset ontology --split test
@@ -15,6 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 
+from medbase.provenance import questions_fingerprint, save_results
+from qa.datasets import load_dataset
+from qa.harness import _default_output, format_table, results_from_scores
+from qa.scoring import ScoreResult
 from serve.config import API_KEY_ENV
 
 
@@ -81,7 +85,6 @@ class ServerScorer:
     def score(self, questions, progress: bool = True):
         from tqdm.auto import tqdm
 
-        from qa.scoring import ScoreResult
 
         n = len(questions)
         max_opt = max((len(q.options) for q in questions), default=0)
@@ -100,13 +103,10 @@ class ServerScorer:
 
 def evaluate_via_server(config, url: str, *, api_key: str | None = None, concurrency: int = 8,
                         print_table: bool = True) -> dict:
-    """`qa.evaluate.evaluate` with the scoring done by a running gateway (`config.model` is ignored:
+    """`qa.harness.evaluate` with the scoring done by a running gateway (`config.model` is ignored:
     the server decides the model; its /v1/models card is recorded in the results)."""
     from pathlib import Path
 
-    from qa.datasets import load_dataset
-    from qa.evaluate import _default_output, format_table, results_from_scores
-    from qa.report import questions_fingerprint, save_results
 
     questions = load_dataset(config.dataset, config.data_path, split=config.split, **config.dataset_kwargs)
     if config.limit is not None:

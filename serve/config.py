@@ -12,7 +12,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 BACKENDS = ("vllm", "hf")
 EMBED_DTYPES = ("bfloat16", "float32", "float16")

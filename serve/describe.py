@@ -18,6 +18,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from llm_adapter.data import code_question
+from llm_adapter.option_scoring import ANSWER_CUE
+from medtok.splits import heldout_mask, read_code_list
+from qa.datasets.ontology import code_split
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -77,8 +81,6 @@ def unseen_codes(vocab, medtok_checkpoint: str | None, n: int, *, systems=("ICD1
                  split_fractions=(0.7, 0.15, 0.15), split_seed: int = 0) -> list[str]:
     """`n` assignable codes of the ontology set's test split that MedTok never trained on as a centre
     (its held-out rule, read from the checkpoint's train_config.json), a seeded sample."""
-    from medtok.splits import heldout_mask, read_code_list
-    from qa.datasets.ontology import code_split
 
     df = vocab.codes
     df = df[df["system"].isin(list(systems)) & (df["kind"] == "code")
@@ -95,8 +97,6 @@ def unseen_codes(vocab, medtok_checkpoint: str | None, n: int, *, systems=("ICD1
 
 def describe_prompt(code_id: str) -> str:
     """The alignment captions' layout (`llm_adapter.data.code_question` + option_scoring's cue)."""
-    from llm_adapter.data import code_question
-    from llm_adapter.option_scoring import ANSWER_CUE
 
     return code_question(code_id).strip() + ANSWER_CUE
 

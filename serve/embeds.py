@@ -19,6 +19,7 @@ from torch import nn
 
 from llm_adapter.inputs import serving_prompt_embeds
 from llm_adapter.model import PrefixLM
+from llm_adapter.projector import CodeProjector
 from qa.lm import pad_token_id
 from qa.scoring import build_prompt_ids, letter_token_ids
 from qa.types import MCQuestion
@@ -76,7 +77,6 @@ class PromptBuilder:
     def __init__(self, bundle, vocab=None, embed_dtype: str = "bfloat16"):
         from transformers import AutoTokenizer
 
-        from llm_adapter.projector import CodeProjector
 
         self.bundle = bundle
         self.tokenizer = AutoTokenizer.from_pretrained(str(bundle.base_dir))

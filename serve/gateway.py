@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -124,182 +124,220 @@ def _sse(obj) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
+# ---- helpers the routes share (the app's state holds the service, admission and metrics) -------
+def _service(request: Request) -> QAService:
+    return request.app.state.service
+
+
+async def bounded(request: Request, coro):
+    """Admission slot + whole-request timeout around one non-streaming request."""
+    limits, admission = request.app.state.service.limits, request.app.state.admission
+
+    async def run():
+        async with admission.slot():
+            return await coro
+    try:
+        return await asyncio.wait_for(run(), limits.request_timeout_s)
+    except asyncio.TimeoutError:
+        raise ServiceError(f"request took longer than {limits.request_timeout_s:g} s", 504, "timeout") from None
+
+
+def check_model(service: QAService, name: str | None) -> None:
+    if name is not None and name != service.served_name:
+        raise ServiceError(f"model {name!r} is not served here; available: {service.served_name!r}", 404,
+                           "model_not_found")
+
+
+def spec_of(service: QAService, req: OpenAIParams, max_tokens) -> SamplingSpec:
+    if req.n != 1:
+        raise ServiceError("n must be 1 (one completion per request)")
+    if req.logprobs not in (None, False, 0):
+        raise ServiceError("logprobs are not offered here; POST /v1/answer returns the option letters' "
+                           "log-probabilities")
+    service.check_sampling(req.temperature, req.top_p)
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stop) > 4 or any(not s or len(s) > 64 for s in stop):
+        raise ServiceError("stop: at most 4 non-empty strings of at most 64 characters")
+    return SamplingSpec(max_tokens, req.temperature, req.top_p, req.seed, stop, None, req.ignore_eos)
+
+
+def completion_response(kind: str, rid: str, created: int, model: str, text: str, ids: list[int], finish,
+                        *, stream: bool, first: bool = False, **extra) -> dict:
+    """The one builder of OpenAI completion bodies: chat or text completion, whole or one
+    streamed chunk (`first` chunk: the assistant role), with `extra` fields after `choices`."""
+    if kind == "chat" and stream:
+        delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "token_ids": ids}
+        obj = "chat.completion.chunk"
+    elif kind == "chat":
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                  "token_ids": ids}
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None, "token_ids": ids}
+        obj = "text_completion"
+    return {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{rid}", "object": obj, "created": created,
+            "model": model, "choices": [choice], **extra}
+
+
+async def openai_completion(request: Request, req, prompt_ids, link_text, max_tokens, kind: str):
+    """A completion or chat request after its own checks: whole, or streamed as server-sent events."""
+    service, admission = _service(request), request.app.state.admission
+    limits = service.limits
+    spec = spec_of(service, req, max_tokens)
+    rid, created = REQUEST_ID.get(), int(time.time())
+    if not req.stream:
+        async def once():
+            p = await service.prepare_openai(prompt_ids, link_text, req.codes, max_tokens)
+            return p, await service.generate(p, spec, rid)
+        p, gen = await bounded(request, once())
+        usage = {"prompt_tokens": p.prompt_tokens, "completion_tokens": len(gen.token_ids),
+                 "total_tokens": p.prompt_tokens + len(gen.token_ids)}
+        return completion_response(kind, rid, created, service.served_name, gen.text, gen.token_ids,
+                                   gen.finish_reason, stream=False, usage=usage,
+                                   codes=[c.to_dict() for c in p.codes], prefix_codes=p.prefix_codes,
+                                   request_id=rid)
+    # streaming: the slot is held until the stream ends (or the client goes away)
+    stack = contextlib.AsyncExitStack()
+    deadline = time.monotonic() + limits.request_timeout_s
+    try:
+        await asyncio.wait_for(stack.enter_async_context(admission.slot()), limits.queue_timeout_s + 1)
+        p = await service.prepare_openai(prompt_ids, link_text, req.codes, max_tokens)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+    async def events():
+        token = REQUEST_ID.set(rid)
+        try:
+            yield _sse(completion_response(kind, rid, created, service.served_name, "", [], None, stream=True,
+                                           first=True, codes=[x.to_dict() for x in p.codes],
+                                           prefix_codes=p.prefix_codes, request_id=rid))
+            async for d in service.stream(p, spec, rid):
+                if time.monotonic() > deadline:
+                    yield _sse(_error_body(f"request took longer than {limits.request_timeout_s:g} s",
+                                           "timeout", 504, rid))
+                    break
+                yield _sse(completion_response(kind, rid, created, service.served_name, d.text, d.token_ids,
+                                               d.finish_reason, stream=True))
+            yield b"data: [DONE]\n\n"
+        except ServiceError as e:
+            yield _sse(_error_body(str(e), e.kind, e.status, rid))
+        finally:
+            await stack.aclose()
+            REQUEST_ID.reset(token)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Request-ID": rid})
+
+
+# ---- errors: one JSON shape, OpenAI-style, never echoing the (possibly huge) input ------------
+async def _service_error(request, exc: ServiceError):
+    return JSONResponse(_error_body(str(exc), exc.kind, exc.status), status_code=exc.status)
+
+
+async def _overloaded(request, exc: Overloaded):
+    return JSONResponse(_error_body(str(exc), "overloaded", exc.status), status_code=exc.status,
+                        headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _invalid(request, exc: RequestValidationError):
+    errs = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errs):
+        return JSONResponse(_error_body("malformed JSON body", "invalid_request_error", 400), status_code=400)
+    parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errs[:5]]
+    return JSONResponse(_error_body("; ".join(parts)[:1000], "invalid_request_error", 422), status_code=422)
+
+
+async def _http(request, exc: StarletteHTTPException):
+    return JSONResponse(_error_body(str(exc.detail), "invalid_request_error", exc.status_code),
+                        status_code=exc.status_code)
+
+
+EXCEPTION_HANDLERS = {ServiceError: _service_error, Overloaded: _overloaded, RequestValidationError: _invalid,
+                      StarletteHTTPException: _http}
+
+# ---- endpoints ---------------------------------------------------------------------------------
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request):
+    service = _service(request)
+    ok = await service.backend.health()
+    return JSONResponse({"status": "ok" if ok else "backend unavailable", "backend": service.backend.name},
+                        status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def prometheus(request: Request):
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/models")
+async def models(request: Request):
+    service = _service(request)
+    b = service.bundle
+    card = {"id": service.served_name, "object": "model", "created": int(time.time()), "owned_by": "medtok",
+            "root": str(b.base_dir), "parent": b["base_model"], "max_model_len": service.max_model_len,
+            "base_model": b["base_model"], "adapter": str(b.adapter_dir), "arm": b["arm"],
+            "medtok_checkpoint": b["medtok_checkpoint"], "vector_source": b["vector_source"],
+            "uses_prefix": b["uses_prefix"], "max_codes": b["max_codes"], "tokens_per_code": b["tokens_per_code"],
+            "dtype": b["dtype"], "embed_dtype": service.config.embed_dtype,
+            "backend": service.backend.info(), "versions": b["versions"],
+            "linker": service.resolver.linker is not None, "limits": service.limits.to_dict()}
+    return {"object": "list", "data": [card], "request_id": REQUEST_ID.get()}
+
+
+@router.post("/v1/answer")
+async def answer(req: AnswerRequest, request: Request):
+    service = _service(request)
+    check_model(service, req.model)
+    out = await bounded(request, service.answer(req.question, req.options, req.codes, req.scoring, req.max_tokens,
+                                                REQUEST_ID.get()))
+    return {"id": f"ans-{REQUEST_ID.get()}", "request_id": REQUEST_ID.get(), **out}
+
+
+@router.post("/v1/completions")
+async def completions(req: CompletionRequest, request: Request):
+    service = _service(request)
+    check_model(service, req.model)
+    if req.echo:
+        raise ServiceError("echo is not supported with prompt embeddings")
+    prompt = service.check_text("prompt", req.prompt, service.limits.max_question_chars)
+    max_tokens = service.max_tokens(req.max_tokens)
+    return await openai_completion(request, req, service.builder.text_prompt_ids(prompt), prompt, max_tokens,
+                                   "completion")
+
+
+@router.post("/v1/chat/completions")
+async def chat(req: ChatRequest, request: Request):
+    service = _service(request)
+    limits = service.limits
+    check_model(service, req.model)
+    if len(req.messages) > limits.max_messages:
+        raise ServiceError(f"messages: at most {limits.max_messages}, got {len(req.messages)}")
+    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    service.check_text("messages", "\n".join(m["content"] for m in messages) or " ", limits.max_question_chars)
+    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        raise ServiceError("messages: no non-empty user message")
+    max_tokens = service.max_tokens(req.max_completion_tokens if req.max_completion_tokens is not None
+                                    else req.max_tokens)
+    return await openai_completion(request, req, service.builder.chat_prompt_ids(messages),
+                                   service.chat_text(messages), max_tokens, "chat")
+
+
 def create_app(service: QAService, metrics: GatewayMetrics | None = None) -> FastAPI:
-    """The FastAPI app around a ready `QAService` (its backend already started)."""
+    """The FastAPI app around a ready `QAService` (its backend already started): the routes of
+    `router`, the error handlers, and the middleware (request id, API key, body size, metrics)."""
     metrics = metrics or service.metrics or GatewayMetrics()
     service.metrics = metrics
     limits = service.limits
-    admission = Admission(limits.max_concurrency, limits.max_queue, limits.queue_timeout_s, metrics)
-    app = FastAPI(title="MedTok QA gateway", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.service, app.state.admission, app.state.metrics = service, admission, metrics
+    app = FastAPI(title="MedTok QA gateway", docs_url=None, redoc_url=None, openapi_url=None,
+                  exception_handlers=EXCEPTION_HANDLERS)
+    app.state.service, app.state.metrics = service, metrics
+    app.state.admission = Admission(limits.max_concurrency, limits.max_queue, limits.queue_timeout_s, metrics)
     app.add_middleware(GatewayMiddleware, api_key=service.config.api_key, max_body_bytes=limits.max_body_bytes,
                        metrics=metrics)
-
-    # ---- errors: one JSON shape, OpenAI-style, never echoing the (possibly huge) input --------
-    @app.exception_handler(ServiceError)
-    async def _service_error(request, exc: ServiceError):
-        return JSONResponse(_error_body(str(exc), exc.kind, exc.status), status_code=exc.status)
-
-    @app.exception_handler(Overloaded)
-    async def _overloaded(request, exc: Overloaded):
-        return JSONResponse(_error_body(str(exc), "overloaded", exc.status), status_code=exc.status,
-                            headers={"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, exc: RequestValidationError):
-        errs = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errs):
-            return JSONResponse(_error_body("malformed JSON body", "invalid_request_error", 400), status_code=400)
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errs[:5]]
-        return JSONResponse(_error_body("; ".join(parts)[:1000], "invalid_request_error", 422), status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request, exc: StarletteHTTPException):
-        return JSONResponse(_error_body(str(exc.detail), "invalid_request_error", exc.status_code),
-                            status_code=exc.status_code)
-
-    async def bounded(coro):
-        """Admission slot + whole-request timeout around one non-streaming request."""
-        async def run():
-            async with admission.slot():
-                return await coro
-        try:
-            return await asyncio.wait_for(run(), limits.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise ServiceError(f"request took longer than {limits.request_timeout_s:g} s", 504, "timeout") from None
-
-    def check_model(name: str | None) -> None:
-        if name is not None and name != service.served_name:
-            raise ServiceError(f"model {name!r} is not served here; available: {service.served_name!r}", 404,
-                               "model_not_found")
-
-    # ---- endpoints -----------------------------------------------------------------------------
-    @app.get("/health")
-    async def health():
-        ok = await service.backend.health()
-        return JSONResponse({"status": "ok" if ok else "backend unavailable", "backend": service.backend.name},
-                            status_code=200 if ok else 503)
-
-    @app.get("/metrics")
-    async def prometheus():
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models")
-    async def models():
-        b = service.bundle
-        card = {"id": service.served_name, "object": "model", "created": int(time.time()), "owned_by": "medtok",
-                "root": str(b.base_dir), "parent": b["base_model"], "max_model_len": service.max_model_len,
-                "base_model": b["base_model"], "adapter": str(b.adapter_dir), "arm": b["arm"],
-                "medtok_checkpoint": b["medtok_checkpoint"], "vector_source": b["vector_source"],
-                "uses_prefix": b["uses_prefix"], "max_codes": b["max_codes"], "tokens_per_code": b["tokens_per_code"],
-                "dtype": b["dtype"], "embed_dtype": service.config.embed_dtype,
-                "backend": service.backend.info(), "versions": b["versions"],
-                "linker": service.resolver.linker is not None, "limits": service.limits.to_dict()}
-        return {"object": "list", "data": [card], "request_id": REQUEST_ID.get()}
-
-    @app.post("/v1/answer")
-    async def answer(req: AnswerRequest):
-        check_model(req.model)
-        out = await bounded(service.answer(req.question, req.options, req.codes, req.scoring, req.max_tokens,
-                                           REQUEST_ID.get()))
-        return {"id": f"ans-{REQUEST_ID.get()}", "request_id": REQUEST_ID.get(), **out}
-
-    def spec_of(req: OpenAIParams, max_tokens) -> SamplingSpec:
-        if req.n != 1:
-            raise ServiceError("n must be 1 (one completion per request)")
-        if req.logprobs not in (None, False, 0):
-            raise ServiceError("logprobs are not offered here; POST /v1/answer returns the option letters' "
-                               "log-probabilities")
-        service.check_sampling(req.temperature, req.top_p)
-        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        if len(stop) > 4 or any(not s or len(s) > 64 for s in stop):
-            raise ServiceError("stop: at most 4 non-empty strings of at most 64 characters")
-        return SamplingSpec(max_tokens, req.temperature, req.top_p, req.seed, stop, None, req.ignore_eos)
-
-    async def openai(req, prompt_ids, link_text, max_tokens, kind: str):
-        spec = spec_of(req, max_tokens)
-        rid, created = REQUEST_ID.get(), int(time.time())
-        if not req.stream:
-            async def once():
-                p = await service.prepare_openai(prompt_ids, link_text, req.codes, max_tokens)
-                return p, await service.generate(p, spec, rid)
-            p, gen = await bounded(once())
-            usage = {"prompt_tokens": p.prompt_tokens, "completion_tokens": len(gen.token_ids),
-                     "total_tokens": p.prompt_tokens + len(gen.token_ids)}
-            extra = {"codes": [c.to_dict() for c in p.codes], "prefix_codes": p.prefix_codes, "request_id": rid}
-            if kind == "chat":
-                choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
-                          "finish_reason": gen.finish_reason, "token_ids": gen.token_ids}
-                return {"id": f"chatcmpl-{rid}", "object": "chat.completion", "created": created,
-                        "model": service.served_name, "choices": [choice], "usage": usage, **extra}
-            choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None,
-                      "token_ids": gen.token_ids}
-            return {"id": f"cmpl-{rid}", "object": "text_completion", "created": created,
-                    "model": service.served_name, "choices": [choice], "usage": usage, **extra}
-        # streaming: the slot is held until the stream ends (or the client goes away)
-        stack = contextlib.AsyncExitStack()
-        deadline = time.monotonic() + limits.request_timeout_s
-        try:
-            await asyncio.wait_for(stack.enter_async_context(admission.slot()), limits.queue_timeout_s + 1)
-            p = await service.prepare_openai(prompt_ids, link_text, req.codes, max_tokens)
-        except BaseException:
-            await stack.aclose()
-            raise
-        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        cid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{rid}"
-
-        def chunk(text: str, ids: list[int], finish, first: bool = False) -> dict:
-            if kind == "chat":
-                delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
-                c = {"index": 0, "delta": delta, "finish_reason": finish, "token_ids": ids}
-            else:
-                c = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None, "token_ids": ids}
-            out = {"id": cid, "object": obj, "created": created, "model": service.served_name, "choices": [c]}
-            if first:
-                out.update(codes=[x.to_dict() for x in p.codes], prefix_codes=p.prefix_codes, request_id=rid)
-            return out
-
-        async def events():
-            token = REQUEST_ID.set(rid)
-            try:
-                yield _sse(chunk("", [], None, first=True))
-                async for d in service.stream(p, spec, rid):
-                    if time.monotonic() > deadline:
-                        yield _sse(_error_body(f"request took longer than {limits.request_timeout_s:g} s",
-                                               "timeout", 504, rid))
-                        break
-                    yield _sse(chunk(d.text, d.token_ids, d.finish_reason))
-                yield b"data: [DONE]\n\n"
-            except ServiceError as e:
-                yield _sse(_error_body(str(e), e.kind, e.status, rid))
-            finally:
-                await stack.aclose()
-                REQUEST_ID.reset(token)
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Request-ID": rid})
-
-    @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
-        check_model(req.model)
-        if req.echo:
-            raise ServiceError("echo is not supported with prompt embeddings")
-        prompt = service.check_text("prompt", req.prompt, limits.max_question_chars)
-        max_tokens = service.max_tokens(req.max_tokens)
-        return await openai(req, service.builder.text_prompt_ids(prompt), prompt, max_tokens, "completion")
-
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest):
-        check_model(req.model)
-        if len(req.messages) > limits.max_messages:
-            raise ServiceError(f"messages: at most {limits.max_messages}, got {len(req.messages)}")
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        service.check_text("messages", "\n".join(m["content"] for m in messages) or " ", limits.max_question_chars)
-        if not any(m["role"] == "user" and m["content"].strip() for m in messages):
-            raise ServiceError("messages: no non-empty user message")
-        max_tokens = service.max_tokens(req.max_completion_tokens if req.max_completion_tokens is not None
-                                        else req.max_tokens)
-        return await openai(req, service.builder.chat_prompt_ids(messages), service.chat_text(messages),
-                            max_tokens, "chat")
-
+    app.include_router(router)
     return app

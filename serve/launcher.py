@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from medtok.paths import PROJECT_ROOT
+from medbase.paths import PROJECT_ROOT
 from serve.config import VLLM_VERSION, ServeConfig
 
 VLLM_KEY_ENV = "MEDTOK_VLLM_API_KEY"

@@ -8,7 +8,11 @@ import time
 import numpy as np
 import torch
 
+from qa.scoring import score_multiple_choice
 from serve.backends.base import SamplingSpec
+from serve.backends.hf import HFBackend
+from serve.backends.vllm_server import VLLMServerBackend
+from serve.embeds import PromptBuilder
 
 
 def trim(ids, stop_ids) -> list[int]:
@@ -37,9 +41,6 @@ def compare(reference: list[list[int]], got: list[list[int]], stop_ids) -> dict:
 
 # ---- HF references (in process, before vLLM runs) ------------------------------------------------
 def hf_references(bundle, vocab, questions, b, describe_prompts) -> dict:
-    from qa.scoring import score_multiple_choice
-    from serve.backends.hf import HFBackend
-    from serve.embeds import PromptBuilder
 
     fp32, bf16 = PromptBuilder(bundle, vocab, "float32"), PromptBuilder(bundle, vocab, "bfloat16")
     hf = HFBackend(bundle, fp32)
@@ -94,8 +95,6 @@ def hf_throughput(model, builder, prompts, b) -> dict:
 def served_parity(sp, bundle, vocab, questions, refs: dict, b) -> dict:
     import asyncio
 
-    from serve.backends.vllm_server import VLLMServerBackend
-    from serve.embeds import PromptBuilder
 
     got32 = []
     for p, codes in refs["prompts"]:

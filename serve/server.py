@@ -15,8 +15,16 @@ from pathlib import Path
 
 import httpx
 
+from medbase.paths import default_vocab_dir
+from medtok.codes.vocabulary import Vocabulary
+from serve.bundle import prepare_bundle
+from serve.codes import CodeResolver
 from serve.config import ServeConfig
+from serve.embeds import PromptBuilder
+from serve.gateway import create_app
 from serve.launcher import LaunchError, VLLMServer, free_port, port_in_use
+from serve.metrics import GatewayMetrics
+from serve.service import QAService
 
 log = logging.getLogger("medtok.serve")
 
@@ -26,8 +34,6 @@ def _say(msg: str) -> None:
 
 
 def load_serving_vocabulary(cfg: ServeConfig):
-    from medtok.codes.vocabulary import Vocabulary
-    from medtok.paths import default_vocab_dir
 
     vdir = Path(cfg.vocab_dir) if cfg.vocab_dir else default_vocab_dir()
     if not (vdir / "codes.parquet").exists():
@@ -36,9 +42,9 @@ def load_serving_vocabulary(cfg: ServeConfig):
 
 
 def load_linker(cfg: ServeConfig, say=_say):
+    from qa.linker import CodeLinker  # spaCy is slow to import: only the linker path needs it
     if cfg.linker_index == "none":
         return None
-    from qa.linker import CodeLinker
 
     if cfg.linker_index:
         return CodeLinker.from_pretrained(cfg.linker_index)
@@ -65,12 +71,6 @@ class ServiceHandle:
     # ---- assembly ------------------------------------------------------------------------------
     def build(self):
         """bundle -> (vLLM started) -> vocabulary, linker, prompt builder -> backend -> app."""
-        from serve.bundle import prepare_bundle
-        from serve.codes import CodeResolver
-        from serve.embeds import PromptBuilder
-        from serve.gateway import create_app
-        from serve.metrics import GatewayMetrics
-        from serve.service import QAService
 
         cfg, t0 = self.cfg, time.perf_counter()
         if cfg.torch_threads:
@@ -94,7 +94,7 @@ class ServiceHandle:
             builder = PromptBuilder(bundle, vocab, cfg.embed_dtype)
             self.timings["gateway_load_s"] = time.perf_counter() - t1
             if cfg.backend == "vllm":
-                from serve.backends.vllm_server import VLLMServerBackend
+                from serve.backends.vllm_server import VLLMServerBackend  # only the configured backend
 
                 self.timings["vllm_ready_s"] = self.vllm.wait_ready(cfg.startup_timeout_s)
                 backend = VLLMServerBackend(self.vllm.url, name, timeout_s=cfg.limits.request_timeout_s,
@@ -103,7 +103,7 @@ class ServiceHandle:
                                             server_info={"vllm_port": self.vllm.port, "vllm_pid": self.vllm.proc.pid,
                                                          "vllm_version": self.vllm.version})
             else:
-                from serve.backends.hf import HFBackend
+                from serve.backends.hf import HFBackend  # transformers + peft: slow, only for this backend
 
                 backend = HFBackend(bundle, builder, cfg.device)
             resolver = CodeResolver(vocab, linker, cfg.limits.max_code_chars)

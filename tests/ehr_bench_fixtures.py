@@ -2,7 +2,7 @@
 no vocabulary cache, no MedTok checkpoint needed).
 
 - vocabulary: `medtok.toy.toy_vocabulary()` (ICD-10-CM-like chapters -> categories -> leaves);
-- patients: 1-3 stays each (`ehr.synthetic_fixtures`), 3 diagnoses per stay drawn from the
+- patients: 1-3 stays each (`tests.handmade_patients`), 3 diagnoses per stay drawn from the
   toy leaves; the label of the one sample per patient (predicted at the discharge of the last
   stay, input = all history) is 1 when any input diagnosis falls in the "risk" chapter (toy
   chapter 0, 24 of 192 leaves; prevalence about 50%), flipped with probability `noise`;
@@ -59,7 +59,7 @@ def risk_codes(vocab) -> set[str]:
 def fixture_cohort(n_patients: int = 240, seed: int = 0, noise: float = 0.0, vocab=None):
     """(events, splits, task, vocab) of a fixture cohort."""
     from ehr.splits import assign_splits
-    from ehr.synthetic_fixtures import events_frame, patient_events, stay
+    from tests.handmade_patients import events_frame, patient_events, stay
     from medtok.toy import toy_vocabulary
 
     if vocab is None:

@@ -1,4 +1,4 @@
-"""Exact gradient accumulation in `llm_adapter.finetune.train_stage`.
+"""Exact gradient accumulation in `llm_adapter.train_loop.train_stage`.
 
 Answers of unequal length (1..6 tokens) and no dropout: one optimizer step with batch 2 x
 accumulation 4 equals batch 8 x 1, and 2 real processes (gloo) x batch 4 x accumulation 2
@@ -18,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 
 from llm_adapter.config import AdapterConfig, LoraSettings, ProjectorConfig
-from llm_adapter.finetune import data_order, micro_batch, train_stage
+from llm_adapter.train_loop import data_order, micro_batch, train_stage
 from llm_adapter.finetune_config import StageConfig
 from llm_adapter.model import PrefixLM
 from llm_adapter.vectors import RandomVectors

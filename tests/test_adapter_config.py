@@ -8,8 +8,8 @@ import torch
 
 from llm_adapter.config import AdapterConfig, LoraSettings, ProjectorConfig, llama31_8b_config
 from llm_adapter.finetune_config import FinetuneConfig, StageConfig, apply_overrides
-from medtok.common.jsonconfig import UnknownConfigKeys
-from qa.evaluate import EvalConfig
+from medbase.jsonconfig import UnknownConfigKeys
+from qa.harness import EvalConfig
 from tests.conftest import LLAMA31_8B_ARCH
 
 

@@ -10,7 +10,7 @@ kernel shows the race depends on the machine.)"""
 import pytest
 import torch
 
-from llm_adapter.determinism import deterministic_on_cpu
+from medbase.determinism import deterministic_on_cpu
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_cuda_runs_are_left_alone():
 MEDTOK_RUN = r"""
 import sys
 import numpy as np, torch
-from llm_adapter.determinism import deterministic_on_cpu
-from medtok.common.hashing import file_digest
+from medbase.determinism import deterministic_on_cpu
+from medbase.hashing import file_digest
 from medtok.loading import load_vocabulary
 from medtok.model import MedTokConfig
 from medtok.train import TrainConfig, train
@@ -78,7 +78,7 @@ def test_medtok_training_on_the_icd10cm_graph_twice(tmp_path, deterministic):
     import subprocess
     import sys
 
-    from medtok.paths import default_vocab_dir
+    from medbase.paths import default_vocab_dir
     from tests.conftest import PROJECT_ROOT
 
     if not (default_vocab_dir() / "codes.parquet").exists():

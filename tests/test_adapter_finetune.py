@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from llm_adapter.config import AdapterConfig, LoraSettings, ProjectorConfig
 from llm_adapter.data import alignment_codes, qa_examples
-from llm_adapter.finetune import default_medtok_checkpoint, finetune
+from llm_adapter.finetune import finetune
+from llm_adapter.prerequisites import default_medtok_checkpoint
 from llm_adapter.finetune_config import FinetuneConfig, StageConfig
 from llm_adapter.model import PrefixLM
 from llm_adapter.option_scoring import cloze_prompt_ids, option_ids
@@ -195,7 +196,7 @@ def test_job_never_makes_its_prerequisites(tmp_path, monkeypatch):
     makes it; nothing is built or trained as a side effect."""
     import medtok.build
     import medtok.train
-    from llm_adapter.finetune import make_vector_source
+    from llm_adapter.prerequisites import make_vector_source
 
     monkeypatch.setenv("MEDTOK_CACHE", str(tmp_path / "cache"))
     calls = []

@@ -6,8 +6,8 @@ import pytest
 
 from medtok.codes.normalize import canonical_system, normalize_code, split_code_id
 from medtok.codes.sources.user_files import CodeFileError, load_code_file, parse_code_bytes, read_code_file
-from medtok.toy import toy_vocabulary
 from medtok.codes.vocabulary import UnknownCodeError
+from medtok.toy import toy_vocabulary
 
 
 @pytest.mark.parametrize("system,raw,expected", [
@@ -81,7 +81,7 @@ def test_every_code_of_the_built_vocabulary_is_still_a_fixed_point():
     """The stricter rules must not drop codes the build accepted (golden over the built cache)."""
     import pandas as pd
 
-    from medtok.paths import default_vocab_dir
+    from medbase.paths import default_vocab_dir
 
     path = default_vocab_dir() / "codes.parquet"
     if not path.exists():

@@ -3,13 +3,13 @@
 import pandas as pd
 import pytest
 
+from medbase.paths import shared_data_path
 from medtok.codes.sources.atc import atc_parent, load_atc
 from medtok.codes.sources.ccs import load_ccs, load_ccsr
-from medtok.codes.sources.icd9 import load_icd9cm, load_icd9pcs, load_icd_gems
 from medtok.codes.sources.icd10cm import load_icd10cm
 from medtok.codes.sources.icd10pcs import load_icd10pcs
+from medtok.codes.sources.icd9 import load_icd9cm, load_icd9pcs, load_icd_gems
 from medtok.codes.sources.user_files import load_code_file
-from medtok.paths import shared_data_path
 
 
 def by_id(table):

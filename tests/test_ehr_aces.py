@@ -8,9 +8,9 @@ import pytest
 
 from ehr import meds_io
 from ehr.aces import TASKS, apply_project_rules, compare, load_config, run_aces, write_configs
-from ehr.synthetic_fixtures import edge_cohort, events_frame, patient_events, stay
 from ehr.tasks.registry import get_task
-from medtok.paths import shared_data_path
+from medbase.paths import shared_data_path
+from tests.handmade_patients import edge_cohort, events_frame, patient_events, stay
 
 
 def ours_and_aces(key, events, shards):

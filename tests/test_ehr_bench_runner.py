@@ -13,10 +13,10 @@ import torch
 
 from ehr.benchmark.cells import BenchConfig
 from ehr.benchmark.data import cohort_from_frames
-from ehr.benchmark.fixtures import FixtureTask, fixture_cohort, fixture_vectors
 from ehr.benchmark.prepare import prepare
 from ehr.benchmark.runner import GridConfig, run_grid
 from ehr.benchmark.train import LengthBuckets, HeldOutIntegrityError, TrainConfig, eval_chunks, predict
+from tests.ehr_bench_fixtures import FixtureTask, fixture_cohort, fixture_vectors
 
 FAST = BenchConfig(train=TrainConfig(max_epochs=12, patience=3).to_dict(), n_boot=200).to_dict()
 

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from ehr.benchmark.fixtures import fixture_vectors
 from ehr.benchmark.hierarchy import Hierarchy
 from ehr.benchmark.prepare import build_resources
+from tests.ehr_bench_fixtures import fixture_vectors
 from ehr.benchmark.tokenizers import (ABLATION_TOKENIZERS, DEFAULT_TOKENIZERS, CodeSpace, full_vocab_footprint,
                                       make_tokenizer, parse_spec)
+from medbase.paths import default_vocab_dir
 from medtok.codes.vocabulary import Vocabulary
-from medtok.paths import default_vocab_dir
 from medtok.toy import toy_vocabulary
 
 

@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from ehr.guards import LeakageError, check_discharge_stamped, check_inputs, check_labels, check_splits
 from ehr.splits import assign_splits
-from ehr.synthetic_fixtures import events_frame, patient_events, stay
 from ehr.tasks.build import build_task
+from ehr.tasks.guards import LeakageError, check_discharge_stamped, check_inputs, check_labels, check_splits
 from ehr.tasks.mortality import Mortality, PRESETS
 from ehr.tasks.registry import DEFAULT_SUITE, get_task
+from tests.handmade_patients import events_frame, patient_events, stay
 
 A = datetime(2150, 1, 1, 8, 0)
 
@@ -138,7 +138,7 @@ def test_range_mode_guards_agree_with_full_mode():
 
 
 def test_range_guard_sees_a_window_past_the_prediction_time():
-    from ehr.guards import check_input_ranges
+    from ehr.tasks.guards import check_input_ranges
     from ehr.tasks.inputs import input_ranges
     ev = cohort()
     task = get_task("mortality", "in_hospital_early")

@@ -17,7 +17,7 @@ import pytest
 from ehr.meds_io import MedsValidationError, read_meds, validate_meds_dir, write_labels, write_shard
 from ehr.sources import SourceConfig, convert_source
 from ehr.sources.codes import CodeResolver
-from medtok.paths import default_vocab_dir, shared_data_path
+from medbase.paths import default_vocab_dir, shared_data_path
 
 FIX = Path(__file__).parent / "fixtures" / "ehr"
 

@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from medtok.paths import default_vocab_dir
+from medbase.paths import default_vocab_dir
 
 
 @pytest.mark.slow
 def test_throughput_100k_patients(tmp_path):
     if not (default_vocab_dir() / "codes.parquet").exists():
         pytest.skip("vocabulary cache not built")
-    from ehr.synthetic_bench import run_throughput
+    from ehr.benchmark.labelling_throughput import run_throughput
     from ehr.tasks.registry import DEFAULT_SUITE
     rep = run_throughput(tmp_path, n_patients=100_000)
     print(json.dumps({k: v for k, v in rep.items() if k != "tasks"}, indent=1))

@@ -318,7 +318,7 @@ def test_foreign_meds_directory_import(tmp_path):
 
 def test_resolver_agrees_with_vocabulary_normalize():
     """The vectorised resolver uses the vocabulary's own spelling rules: same answers."""
-    from medtok.paths import default_vocab_dir
+    from medbase.paths import default_vocab_dir
     if not (default_vocab_dir() / "codes.parquet").exists():
         pytest.skip("vocabulary cache not built (scripts/build_vocab.py)")
     from medtok.codes.vocabulary import UnknownCodeError, Vocabulary

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from ehr.sources import SourceConfig, convert_source
-from medtok.paths import default_vocab_dir, shared_data_path
+from medbase.paths import default_vocab_dir, shared_data_path
 
 TABLES = ["patients", "admissions", "icustays", "diagnoses_icd", "procedures_icd", "prescriptions"]
 SHIFT = {"subject_id": 1_000_000, "hadm_id": 1_000_000, "icustay_id": 1_000_000}

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from ehr.splits import SplitLeakError, assign_splits, check_disjoint, complete_splits, split_counts
-from medtok.common.hashing import split_of
+from medbase.hashing import split_of
 
 
 def test_disjoint_deterministic_and_order_free():

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from medtok.paths import default_vocab_dir
+from medbase.paths import default_vocab_dir
 
 pytestmark = pytest.mark.skipif(not (default_vocab_dir() / "codes.parquet").exists(),
                                 reason="vocabulary cache not built (python scripts/build_vocab.py)")
@@ -17,12 +17,12 @@ pytestmark = pytest.mark.skipif(not (default_vocab_dir() / "codes.parquet").exis
 
 @pytest.fixture(scope="module")
 def small():
-    from ehr.synthetic import SyntheticConfig, generate
+    from ehr.synthetic.cohort import SyntheticConfig, generate
     return generate(SyntheticConfig(n_patients=800, seed=11, scenario="hierarchy", subjects_per_shard=300))
 
 
 def test_deterministic_by_seed(small):
-    from ehr.synthetic import SyntheticConfig, generate
+    from ehr.synthetic.cohort import SyntheticConfig, generate
     again = generate(SyntheticConfig(n_patients=800, seed=11, scenario="hierarchy", subjects_per_shard=300))
     assert small.events.equals(again.events)
     assert small.truth.equals(again.truth)
@@ -42,7 +42,7 @@ def test_events_are_meds_shaped_and_synthetic(small):
             "GENDER"} <= have
     assert set(ev.filter(pl.col("time").is_null())["code"].unique()) <= {"GENDER//F", "GENDER//M"}
     # real vocabulary codes only
-    from ehr.synthetic_world import load_code_table
+    from ehr.synthetic.world import load_code_table
     known = set(load_code_table()["code_id"])
     dx = ev.filter(pl.col("code").str.starts_with("ICD10"))["code"].unique().to_list()
     assert set(dx) <= known
@@ -65,7 +65,7 @@ def test_every_task_can_be_labelled(small):
 
 
 def test_hierarchy_scenario_effects_shared_within_category():
-    from ehr.synthetic_world import get_world
+    from ehr.synthetic.world import get_world
     w = get_world(11, "hierarchy")
     eff = pl.from_pandas(w.effects)
     cats = set(w.groups.loc[w.groups["level"] == "category", "group"])
@@ -83,7 +83,7 @@ def test_hierarchy_scenario_effects_shared_within_category():
 
 def test_outcomes_follow_the_planted_signal(small):
     """Under `hierarchy` in-hospital death rises with the code score; under `null` the score is 0."""
-    from ehr.synthetic import SyntheticConfig, generate
+    from ehr.synthetic.cohort import SyntheticConfig, generate
     from ehr.tasks.registry import get_task
     lab = get_task("mortality", "in_hospital_early").label(small.events).join(
         small.truth.select("subject_id", "mean_code_score"), on="subject_id")
@@ -108,7 +108,7 @@ def test_rarity_of_informative_codes_recorded(small):
 
 def test_written_meds_directory_validates(tmp_path):
     from ehr import meds_io
-    from ehr.synthetic import SyntheticConfig, write_synthetic_meds
+    from ehr.synthetic.cohort import SyntheticConfig, write_synthetic_meds
     cfg = SyntheticConfig(n_patients=300, seed=11, scenario="null", subjects_per_shard=120)
     res = write_synthetic_meds(cfg, tmp_path / "syn")
     out = meds_io.validate_meds_dir(tmp_path / "syn")
@@ -120,8 +120,8 @@ def test_written_meds_directory_validates(tmp_path):
 
 def test_generator_imports_no_tokenizer():
     # everything the generator imports, including its lazy imports, pulls in no tokenizer/model
-    code = ("import sys, ehr.synthetic, ehr.synthetic_world, ehr.tasks.ccs, ehr.meds_io, "
-            "medtok.codes.vocabulary, medtok.paths; "
+    code = ("import sys, ehr.synthetic.cohort, ehr.synthetic.world, ehr.tasks.ccs, ehr.meds_io, "
+            "medtok.codes.vocabulary, medbase.paths; "
             "bad = [m for m in sys.modules if m.startswith(('medtok.model', 'medtok.tokenizer', 'medtok.train', "
             "'medtok.graph', 'torch', 'transformers'))]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(default_vocab_dir().parents[2]))

@@ -5,12 +5,12 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from ehr.synthetic_fixtures import events_frame, patient_events, stay
 from ehr.tasks.base import TaskNotSupported
 from ehr.tasks.build import build_task
 from ehr.tasks.ccs import PHENOTYPE_CCS, ccs_of
 from ehr.tasks.registry import DEFAULT_SUITE, TASKS, get_task
 from ehr.tasks.stays import stay_stats, stays
+from tests.handmade_patients import events_frame, patient_events, stay
 
 A = datetime(2150, 1, 1, 8, 0)            # first admission
 D = datetime(2150, 1, 3, 10, 0)           # its discharge

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from ehr.synthetic_fixtures import edge_cohort
 from ehr.tasks.ccs import PHENOTYPE_CCS, icd9_to_ccs, icd10_to_ccs
-from ehr.tasks.registry import DEFAULT_SUITE, get_task
 from ehr.tasks.drug_recommendation import DRUGS
 from ehr.tasks.new_diagnosis import CONDITIONS
+from ehr.tasks.registry import DEFAULT_SUITE, get_task
+from tests.handmade_patients import edge_cohort
 
 DEATH_RE = re.compile(r"(DIED|DEAD|EXPIRED|DEATH)", re.I)
 DX_RE = re.compile(r"^(ICD9CM:|ICD10CM:|DIAGNOSIS//)")
@@ -300,10 +300,10 @@ def test_inputs_equal_reference(cohort, name, preset):
 
 
 def test_synthetic_cohort_vectorised_equals_reference():
-    from medtok.paths import default_vocab_dir
+    from medbase.paths import default_vocab_dir
     if not (default_vocab_dir() / "codes.parquet").exists():
         pytest.skip("vocabulary cache not built (python scripts/build_vocab.py)")
-    from ehr.synthetic import SyntheticConfig, generate
+    from ehr.synthetic.cohort import SyntheticConfig, generate
     ev = generate(SyntheticConfig(n_patients=80, seed=11, scenario="hierarchy")).events
     for name, preset in DEFAULT_SUITE:
         task = get_task(name, preset)

@@ -20,7 +20,7 @@ from serve.config import Limits, ServeConfig
 from serve.gateway import create_app
 from serve.server import ServiceHandle
 from serve.service import QAService
-from serve.testing import shared_tiny_run
+from tests.serve_fixtures import shared_tiny_run
 
 KEY = "test-api-key-0123456789"
 LIMITS = Limits(max_body_bytes=64 * 1024, max_codes=16, max_question_chars=2000, max_tokens=64, default_max_tokens=16)
@@ -267,7 +267,7 @@ def test_api_key_on_every_endpoint_but_health(served):
 def test_eval_qa_through_the_server_equals_the_hf_harness(served, harness, tmp_path):
     """`evaluate_via_server` (eval_qa.py --backend server): same per-question predictions and
     letter log-probabilities as the HF harness on the adapter, same results format."""
-    from qa.evaluate import EvalConfig, evaluate_questions
+    from qa.harness import EvalConfig, evaluate_questions
     from qa.datasets import load_dataset
     from serve.client import evaluate_via_server
 

@@ -8,13 +8,13 @@ import torch
 from torch_geometric.utils import k_hop_subgraph, to_undirected
 
 import medtok.build
+from medbase.paths import shared_data_path
 from medtok.build import assemble, build_vocabulary, statistics
 from medtok.codes.sources.atc import load_atc
 from medtok.codes.sources.base import SourceTable, rows_frame
-from medtok.toy import toy_vocabulary
 from medtok.graph.external import attach_external
 from medtok.graph.graph import CodeGraph
-from medtok.paths import shared_data_path
+from medtok.toy import toy_vocabulary
 
 
 def small_graph():

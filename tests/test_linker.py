@@ -8,15 +8,15 @@ import json
 import pandas as pd
 import pytest
 
+from medbase.jsonconfig import UnknownConfigKeys
 from medtok.codes.vocabulary import Vocabulary
-from medtok.common.jsonconfig import UnknownConfigKeys
 from medtok.toy import toy_vocabulary
 from qa.linker import CodeLinker, LinkerConfig, build_knowledge_base, derive_aliases
 from qa.linker.candidates import SpellingCorrector, _osa_distance
 from qa.linker.commands import link_command, read_texts
-from qa.linker.evaluate import heldout_alias_accuracy, heldout_aliases, load_meddx_texts, meddx_coverage
 from qa.linker.index import build_index_dir, fingerprint
 from qa.linker.kb import RANK_DERIVED, RANK_GENERAL, RANK_NAME, RANK_SYNONYM
+from qa.linker.linker_eval import heldout_alias_accuracy, heldout_aliases, load_meddx_texts, meddx_coverage
 
 # a few real ICD-10-CM categories (all their descendants) plus near neighbours as distractors
 CATEGORIES = ["I50", "I51", "J44", "J45", "E10", "E11", "J18", "J15", "I10", "I21", "N18", "K21", "I26", "C91",
@@ -334,7 +334,7 @@ def test_unseen_pairs_mirror_a_kb_built_without_the_synonym():
 
 
 def test_training_query_order_is_the_sha1_order_it_always_was():
-    """The re-ranker's fitting queries are drawn through medtok.common.hashing; the draw must equal
+    """The re-ranker's fitting queries are drawn through medbase.hashing; the draw must equal
     the former rule (sort by the sha1 hex digest of "seed|code|alias") so fitted re-rankers and
     the published linker figures stay valid."""
     from qa.linker.rerank import training_queries

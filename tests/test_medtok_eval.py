@@ -8,7 +8,7 @@ from medtok.evaluate import (benchmark_description_embedder, codebook_stats, ran
 from medtok.loading import load_vocabulary
 from medtok.model.text_encoder import (TextEmbedder, TextEmbeddingStore, benchmark_text_embedder,
                                       cached_text_embeddings)
-from medtok.paths import default_vocab_dir
+from medbase.paths import default_vocab_dir
 from medtok.toy import toy_vocabulary
 
 

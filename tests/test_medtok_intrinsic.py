@@ -20,11 +20,11 @@ from medtok.graph_edits import drop_edges, edge_drop_mask, normalize_edge_specs
 from medtok.intrinsic import IntrinsicConfig, format_intrinsic_table, run_intrinsic
 from medtok.model import GROUPS, MedTokConfig
 from medtok.model.config import GROUP_REGION
-from medtok.recipes import add_training_arguments, training_configs
 from medtok.splits import heldout_mask, read_code_list
 from medtok.tokenizer import TOKEN_TABLE, MedTokTokenizer, table_key
 from medtok.toy import toy_vocabulary
 from medtok.train import TrainConfig, train, training_rows
+from medtok.train_cli import add_training_arguments, training_configs
 
 TINY = dict(text_dim=24, gnn_hidden=32, embed_dim=16, codebook_size=60, top_k=3, attn_heads=2, max_neighbors=6)
 
@@ -124,8 +124,8 @@ def test_drop_edge_types_removes_exactly_those_edges(toy):
 
 def test_edge_specs_match_the_relational_qa_helper(toy):
     """medtok takes the relational types' relied edges as plain data and removes the same edges as
-    qa.datasets.relational_checks.graph_without_relied_edges."""
-    rc = pytest.importorskip("qa.datasets.relational_checks")
+    qa.datasets.relational.checks.graph_without_relied_edges."""
+    rc = pytest.importorskip("qa.datasets.relational.checks")
     v, g, _ = toy
     for qtype in ("gem_icd9", "parent_title", "sibling"):
         specs = normalize_edge_specs(rc.relied_edges(qtype))

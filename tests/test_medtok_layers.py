@@ -5,11 +5,11 @@ import json
 import subprocess
 import sys
 
-from medtok.paths import PROJECT_ROOT
+from medbase.paths import PROJECT_ROOT
 
 INFERENCE = ["medtok.tokenizer", "medtok.evaluate", "medtok.loading", "medtok.model.features", "medtok.splits",
              "medtok.graph_edits", "medtok.baselines", "medtok.probe"]
-TRAINING = ["medtok.train", "medtok.recipes", "medtok.ablations", "medtok.intrinsic", "accelerate"]
+TRAINING = ["medtok.train", "medtok.train_cli", "medtok.ablations", "medtok.intrinsic", "accelerate"]
 
 
 def test_inference_modules_do_not_import_training_code():

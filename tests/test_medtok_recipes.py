@@ -1,4 +1,4 @@
-"""The training job's flags and presets (medtok.recipes) and the MedTok configs' JSON rules."""
+"""The training job's flags and presets (medtok.train_cli) and the MedTok configs' JSON rules."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from medbase.jsonconfig import UnknownConfigKeys
 from medtok.checkpoint import write_manifest
-from medtok.common.jsonconfig import UnknownConfigKeys
 from medtok.model import MedTokConfig, MedTokModel
-from medtok.recipes import PAPER_PRESET, add_training_arguments, training_configs
 from medtok.tokenizer import MedTokTokenizer, TokenizerConfig
 from medtok.toy import toy_vocabulary
 from medtok.train import CHECKPOINT_FILES, TrainConfig, train
+from medtok.train_cli import PAPER_PRESET, add_training_arguments, training_configs
 
 TINY = dict(text_dim=24, gnn_hidden=32, embed_dim=16, codebook_size=60, top_k=3, attn_heads=2, max_neighbors=6)
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from medbase.paths import PROJECT_ROOT
 from medtok.model import MedTokConfig
-from medtok.paths import PROJECT_ROOT
 from medtok.toy import toy_vocabulary
 from medtok.train import TrainConfig, latest_checkpoint, train
 

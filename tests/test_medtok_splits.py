@@ -1,13 +1,13 @@
 """MedTok's held-out codes: the assignment every published MedTok figure used, pinned.
 
 The expected flags were recorded from the code as it was before `heldout_mask` moved onto
-`medtok.common.hashing.stable_fraction` (inline sha1 of the code id, first 8 bytes / 2**64)."""
+`medbase.hashing.stable_fraction` (inline sha1 of the code id, first 8 bytes / 2**64)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from medtok.paths import default_vocab_dir
+from medbase.paths import default_vocab_dir
 from medtok.splits import heldout_mask
 
 CODES = ["ATC:J01DC08", "ATC:N05CD01", "ICD10CM:A01.02", "ICD10CM:A00.0", "ICD10PCS:0016071", "ICD10PCS:0016070",

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from llm_adapter.experiment import ExperimentConfig, cell_finetune_config, cell_name, cells, leak_check, run_experiment
-from llm_adapter.experiment_report import load_cells, summarize
+from llm_adapter.experiment.grid import ExperimentConfig, cell_finetune_config, cell_name, cells, leak_check, run_experiment
+from llm_adapter.experiment.summary import load_cells, summarize
 from llm_adapter.smoke import TINY_MEDTOK
 from llm_adapter.text_baseline import caption_texts, text_caption_examples
 from llm_adapter.vectors import ConstantVectors, MedTokVectors, RandomVectors, TableVectors
-from medtok.toy import toy_vocabulary
 from medtok.tokenizer import MedTokTokenizer
+from medtok.toy import toy_vocabulary
 from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, code_split, norm_text
 from tests.conftest import char_tokenizer, tiny_llama
 
@@ -144,7 +144,7 @@ def test_medtok_stage_strictly_unseen(grid):
 
 def test_no_test_code_or_answer_in_training(grid):
     cfg, toy, _ = grid
-    from llm_adapter.experiment import cell_finetune_config
+    from llm_adapter.experiment.grid import cell_finetune_config
 
     for arm in ("prefix_medtok", "text_baseline"):
         for seed in cfg.seeds:
@@ -208,9 +208,9 @@ def test_relational_task_defaults_and_validation(tmp_path):
 
 
 def test_relational_kg_task_defaults_and_strict_edges(tmp_path):
-    from llm_adapter.experiment import config_hash
-    from llm_adapter.experiment_medtok import medtok_configs
-    from llm_adapter.experiment_relational import config_key
+    from llm_adapter.experiment.grid import config_hash
+    from llm_adapter.experiment.medtok_stage import medtok_configs
+    from llm_adapter.experiment.relational import config_key
 
     kg = ExperimentConfig(task="relational_kg")
     assert kg.settings == ("today", "strict_edges") and kg.results_dir.endswith("_relational_kg")
@@ -233,7 +233,7 @@ def test_relational_kg_task_defaults_and_strict_edges(tmp_path):
 def test_committed_relational_cells_still_match_todays_config():
     """The finished code-graph cells in the repository keep their config hash (the KG task was
     added beside them): a rerun of `--task relational` skips them instead of recomputing hours."""
-    from llm_adapter.experiment import config_hash
+    from llm_adapter.experiment.grid import config_hash
 
     cfg = ExperimentConfig(task="relational", finetune={"scorings": ["option"]})
     recs = sorted((Path(__file__).resolve().parents[1] / cfg.results_dir).glob("*__seed*.json"))
@@ -245,8 +245,8 @@ def test_committed_relational_cells_still_match_todays_config():
 
 
 def test_relational_cells_per_type_and_edges_removed(tmp_path):
-    from llm_adapter.experiment_relational import load_relational_questions
-    from llm_adapter.experiment_report import qtype_diff_table
+    from llm_adapter.experiment.relational import load_relational_questions
+    from llm_adapter.experiment.summary import qtype_diff_table
 
     toy = Toy()
     fin = _finetune_overrides()
@@ -282,7 +282,7 @@ def test_relational_cells_per_type_and_edges_removed(tmp_path):
     is_a0 = np.array(toy.graph.edge_type_names)[toy.graph.etype] == "is_a"
     assert (is_a0 & (idx[toy.graph.src] | idx[toy.graph.dst])).any()
     # a relational cell's hash differs from the ontology cell of the same arm/seed (other questions)
-    from llm_adapter.experiment import config_hash
+    from llm_adapter.experiment.grid import config_hash
 
     ont = ExperimentConfig.from_dict({**cfg.to_dict(), "task": "ontology", "relational": {}, "settings": ["today"],
                                       "results_dir": None, "work_dir": None})

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from medtok.paths import shared_data_path
+from medbase.paths import shared_data_path
 from qa.datasets import load_dataset
 from qa.datasets.common import DatasetFileError, MalformedRecord, resolve_answer
 from qa.datasets.mc_file import load_mc_file, parse_mc_bytes, parse_mc_records
@@ -265,7 +265,7 @@ def test_meddx_bad_lines_values_and_id_mapping(tmp_path):
 def test_stable_fraction_is_the_base_layer_helper_with_the_same_assignment():
     import hashlib
 
-    from medtok.common import hashing
+    from medbase import hashing
     from qa.datasets import common
 
     assert common.stable_fraction is hashing.stable_fraction  # one helper, re-exported

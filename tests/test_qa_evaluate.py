@@ -8,13 +8,14 @@ import math
 import pytest
 import torch
 
-from medtok.common.hashing import file_digest
+from medbase.hashing import file_digest
 from qa.datasets import load_dataset
-from qa.evaluate import (EvalConfig, compare_results, evaluate, evaluate_questions, format_table, load_results,
+from qa.harness import (EvalConfig, compare_results, evaluate, evaluate_questions, format_table, load_results,
                          save_results, table_of_saved)
-from qa.report import accuracy_cell, accuracy_table, comparison_block, files_fingerprint, questions_fingerprint
-from tests.conftest import char_tokenizer, tiny_llama
+from medbase.provenance import files_fingerprint, questions_fingerprint
+from qa.results_format import accuracy_cell, accuracy_table, comparison_block
 from qa.types import MCQuestion
+from tests.conftest import char_tokenizer, tiny_llama
 
 
 def _always(tok, letter: str):
@@ -136,7 +137,7 @@ def test_files_fingerprint_follows_the_bytes(tmp_path):
 
 
 def test_merge_results_recomputes_groups(tok):
-    from qa.evaluate import merge_results
+    from qa.harness import merge_results
 
     qs = _questions()
     m = _always(tok, "C")

@@ -148,7 +148,7 @@ def test_config_validation_and_registry(vocab):
 
 
 def test_real_vocabulary_sizes_and_leakage():
-    from medtok.paths import default_vocab_dir
+    from medbase.paths import default_vocab_dir
 
     if not (default_vocab_dir() / "codes.parquet").exists():
         pytest.skip(f"built vocabulary absent at {default_vocab_dir()} (run scripts/build_vocab.py)")

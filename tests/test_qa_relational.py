@@ -11,8 +11,8 @@ from medtok.codes.vocabulary import Vocabulary
 from medtok.graph.graph import CodeGraph
 from medtok.toy import LESIONS, SITES, toy_vocabulary
 from qa.datasets.ontology import build_ontology_qa, code_split, norm_text, training_texts
-from qa.datasets.relational import TYPES, RelationalQAConfig, build_relational_qa, title_similarity
-from qa.datasets.relational_checks import (find_leaks, graph_without_relied_edges, relied_edge_mask,
+from qa.datasets.relational.questions import TYPES, RelationalQAConfig, build_relational_qa, title_similarity
+from qa.datasets.relational.checks import (find_leaks, graph_without_relied_edges, relied_edge_mask,
                                            split_vocabulary_codes, training_footprint)
 
 BIG = {"train": 10_000, "validation": 10_000, "test": 10_000}  # more than exist: every possible question
@@ -277,7 +277,7 @@ def test_config_validation(toy):
 
 
 def test_real_vocabulary_types_and_leaks():
-    from medtok.paths import default_vocab_dir
+    from medbase.paths import default_vocab_dir
 
     if not (default_vocab_dir() / "codes.parquet").exists():
         pytest.skip(f"built vocabulary absent at {default_vocab_dir()} (run scripts/build_vocab.py)")
@@ -294,7 +294,7 @@ def test_real_vocabulary_types_and_leaks():
 
 
 def test_text_oracles_by_hand(toy):
-    from qa.datasets.relational_report import relational_report, text_oracles
+    from qa.datasets.relational.tables import relational_report, text_oracles
     from qa.types import MCQuestion
 
     q = MCQuestion("q", "Which?", ["Cyst of lung", "Infection of left heart", "Tumor of bone", "Injury of eye"], answer=1)
@@ -311,7 +311,7 @@ def test_text_oracles_by_hand(toy):
 
 
 def test_load_relational_entry(toy):
-    from qa.datasets.relational import load_relational
+    from qa.datasets.relational.questions import load_relational
 
     v, g = toy
     qs = load_relational(vocab=v, graph=g, split="test", types=("sibling",), split_fractions=FR, kg_dir="")

@@ -16,7 +16,7 @@ def test_benchmark_runs_every_part_on_the_tiny_model(tmp_path):
         pytest.skip("needs .venv-vllm (`make serve-env`)")
     from serve.bench import BenchConfig, run_benchmark
     from serve.bundle import prepare_bundle
-    from serve.testing import shared_tiny_run
+    from tests.serve_fixtures import shared_tiny_run
 
     run = shared_tiny_run()
     bundle = prepare_bundle(run.run_dir, run.root / "bundle", vector_source=run.vectors)

@@ -20,7 +20,7 @@ from serve.config import Limits, ServeConfig, is_loopback
 from serve.embeds import EmbeddingError, PromptBuilder, load_embedding_table
 from serve.launcher import (LaunchError, check_vllm_env, explain_vllm_failure, port_in_use, vllm_command,
                             vllm_env)
-from serve.testing import HIDDEN, shared_tiny_run
+from tests.serve_fixtures import HIDDEN, shared_tiny_run
 
 KEY = "k" * 24
 

@@ -33,7 +33,7 @@ import torch
 from serve.config import Limits, ServeConfig
 from serve.launcher import VLLM_KEY_ENV, free_port, installed_vllm_version
 from serve.parity import compare
-from serve.testing import HIDDEN, shared_tiny_run
+from tests.serve_fixtures import HIDDEN, shared_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"

@@ -27,13 +27,15 @@ import torch
 
 from ehr.benchmark.bootstrap import DEFAULT_REPLICATES, bootstrap_ci
 from ehr.benchmark.metrics import compute_metrics
+from ehr.benchmark.models.behrt import BEHRT
 from ehr.benchmark.models.encoder import ModelConfig
-from ehr.benchmark.models.trees import TREE_MODELS, TreeConfig, bag_features, fit_predict
+from ehr.benchmark.models.gbt import TREE_MODELS, TreeConfig, bag_features, fit_predict
+from ehr.benchmark.models.transformer import TransformEHR
 from ehr.benchmark.prepare import TaskBundle
 from ehr.benchmark.tokenizers import CodeSpace, Resources, make_tokenizer
 from ehr.benchmark.train import HeldOutIntegrityError, TrainConfig, fit, n_outputs, predict
-from medtok.common.atomic import atomic_path, atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
+from medbase.atomic import atomic_path, atomic_write_text
+from medbase.jsonconfig import JsonConfig
 
 NEURAL_MODELS = ("transformer", "behrt")
 MODELS = NEURAL_MODELS + TREE_MODELS
@@ -117,8 +119,6 @@ def run_cell(bundle: TaskBundle, space: CodeSpace, res: Resources, model: str, t
     rec: dict = {"model": model, "tokenizer": tokenizer, "seed": seed}
     t0 = time.perf_counter()
     if model in NEURAL_MODELS:
-        from ehr.benchmark.models.behrt import BEHRT
-        from ehr.benchmark.models.transformer import TransformEHR
 
         mcfg, tcfg = ModelConfig.from_dict(cfg.model), TrainConfig.from_dict(cfg.train)
         tok = make_tokenizer(tokenizer, mcfg.d_model, space, bundle.seen, res)

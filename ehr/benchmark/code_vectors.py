@@ -21,9 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medtok.common.atomic import atomic_path
-from medtok.common.hashing import file_digest
-from medtok.paths import cache_dir
+from medbase.atomic import atomic_path
+from medbase.hashing import file_digest
+from medbase.paths import cache_dir
+from medtok.loading import load_vocabulary
+from medtok.model.config import MedTokConfig
+from medtok.model.text_encoder import cached_text_embeddings
+from medtok.tokenizer import MedTokTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,7 @@ def medtok_dir(systems: list[str], variant: str, steps: int = DEFAULT_MEDTOK_STE
 def build_medtok(systems: list[str], variant: str = "both-n12000", steps: int = DEFAULT_MEDTOK_STEPS,
                  root: str | Path | None = None, progress: bool = True, vocab_dir: str | None = None) -> Path:
     """Train (first use) a MedTok checkpoint on `systems` for `variant`; returns its directory."""
-    from medtok.model.config import MedTokConfig
-    from medtok.train import TrainConfig, checkpoint_step, train
+    from medtok.train import TrainConfig, checkpoint_step, train  # training code only to build
 
     if variant not in MEDTOK_VARIANTS:
         raise KeyError(f"unknown MedTok variant {variant!r}; known: {sorted(MEDTOK_VARIANTS)}")
@@ -101,7 +104,7 @@ def find_medtok(systems: list[str], variant: str, steps: int = DEFAULT_MEDTOK_ST
     """A finished checkpoint for exactly `systems`, else the smallest finished one trained on a
     superset of them (e.g. ICD9CM+ICD9PCS+ICD10CM serves an ICD9CM+ICD10CM dataset and a
     MIMIC-III -> eICU transfer); None when there is none."""
-    from medtok.train import checkpoint_step
+    from medtok.train import TrainConfig, checkpoint_step, train  # training code only to build
 
     exact = medtok_dir(systems, variant, steps, root)
     if checkpoint_step(exact) == steps:
@@ -136,7 +139,6 @@ def medtok_vectors(systems: list[str], variant: str = "both-n12000", steps: int 
                                    z["weights"].astype(np.float32), source)
         except (OSError, KeyError, ValueError):
             log.warning("unreadable %s: recomputing", path)
-    from medtok.tokenizer import MedTokTokenizer
 
     enc = MedTokTokenizer.from_pretrained(ckpt, progress=progress).encode_all(progress=progress)
     cv = CodeVectors(np.asarray(enc.code_ids, dtype=object), enc.vectors.numpy().astype(np.float32),
@@ -151,10 +153,8 @@ def medtok_vectors(systems: list[str], variant: str = "both-n12000", steps: int 
 def text_vectors(code_ids: list[str], vocab=None, progress: bool = True) -> tuple[CodeVectors, np.ndarray]:
     """MiniLM description embeddings [n, 1, 384] of the vocabulary codes among `code_ids`
     (others: zeros, found=False). Uses the project's text-embedding cache."""
-    from medtok.model.text_encoder import cached_text_embeddings
 
     if vocab is None:
-        from medtok.loading import load_vocabulary
 
         vocab, _ = load_vocabulary()
     idx = vocab._index  # code_id -> row (exact ids: the converters already wrote canonical ids)

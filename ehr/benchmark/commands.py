@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 
 from ehr.benchmark.cells import DEFAULT_MODELS, BenchConfig
+from ehr.benchmark.code_vectors import MEDTOK_VARIANTS, medtok_vectors
+from ehr.benchmark.data import SyntheticSpec, load_cohort
+from ehr.benchmark.prepare import prepare
+from ehr.benchmark.runner import GridConfig, run_grid
+from ehr.benchmark.synthetic_suite import SCENARIOS, SuiteConfig, run_suite
+from ehr.benchmark.throughput import measure_throughput
 from ehr.benchmark.tokenizers import ABLATION_TOKENIZERS, DEFAULT_TOKENIZERS
+from ehr.benchmark.transfer import TransferConfig, run_transfer
 
 
 def expand_tokenizers(specs: list[str]) -> list[str]:
@@ -33,7 +40,6 @@ def common_args(a: dict) -> dict:
 
 
 def build_medtok_cmd(a: dict) -> str:
-    from ehr.benchmark.code_vectors import MEDTOK_VARIANTS, medtok_vectors
 
     lines = []
     for v in MEDTOK_VARIANTS:
@@ -45,9 +51,6 @@ def build_medtok_cmd(a: dict) -> str:
 def throughput_cmd(a: dict) -> str:
     import torch
 
-    from ehr.benchmark.data import SyntheticSpec, load_cohort
-    from ehr.benchmark.prepare import prepare
-    from ehr.benchmark.throughput import measure_throughput
 
     torch.set_num_threads(a["threads"])
     toks = expand_tokenizers(a["tokenizers"])
@@ -60,7 +63,6 @@ def throughput_cmd(a: dict) -> str:
 
 
 def suite_cmd(a: dict) -> str:
-    from ehr.benchmark.synthetic_suite import SCENARIOS, SuiteConfig, run_suite
 
     d = SuiteConfig()
     kw = {"keep_codes": a["keep_codes"]} if a["keep_codes"] else {}
@@ -75,7 +77,6 @@ def suite_cmd(a: dict) -> str:
 
 
 def transfer_cmd(a: dict) -> str:
-    from ehr.benchmark.transfer import TransferConfig, run_transfer
 
     common = {k: v for k, v in common_args(a).items() if k not in ("workers", "rare_train_subjects")}
     cfg = TransferConfig(source_dataset=a["dataset"], source_root=a["root"],
@@ -87,7 +88,6 @@ def transfer_cmd(a: dict) -> str:
 
 
 def grid_cmd(a: dict) -> str:
-    from ehr.benchmark.runner import GridConfig, run_grid
 
     res = run_grid(GridConfig(dataset=a["dataset"], root=a["root"], out=a["out"], compute=not a.get("report_only"),
                               synthetic_scenario=a["synthetic_scenario"], keep_codes=a["keep_codes"], **common_args(a)))

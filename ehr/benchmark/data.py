@@ -18,9 +18,13 @@ from pathlib import Path
 
 import polars as pl
 
-from medtok.common.atomic import atomic_write_text
-from medtok.common.hashing import file_digest
-from medtok.paths import cache_dir
+from ehr.meds_io import read_dataset_json, read_meds, read_splits
+from ehr.sources import SourceConfig, convert_source
+from ehr.splits import assign_splits
+from ehr.synthetic.cohort import SyntheticConfig, write_synthetic_meds
+from medbase.atomic import atomic_write_text
+from medbase.hashing import file_digest
+from medbase.paths import cache_dir
 
 DATASETS = ("mimic3", "mimic4", "eicu", "meds", "synthetic")
 
@@ -65,7 +69,6 @@ def meds_fingerprint(meds_dir: Path) -> str:
 
 def convert_cached(dataset: str, root: str | Path, out_root: str | Path | None = None, progress: bool = False) -> Path:
     """MEDS directory of a converted source (converted on first use)."""
-    from ehr.sources import SourceConfig, convert_source
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -87,7 +90,6 @@ def convert_cached(dataset: str, root: str | Path, out_root: str | Path | None =
 
 def ensure_synthetic(root: str | Path, spec: SyntheticSpec | None = None, progress: bool = False) -> Path:
     """A synthetic MEDS directory at `root` (generated when absent)."""
-    from ehr.synthetic import SyntheticConfig, write_synthetic_meds
 
     root = Path(root)
     if (root / "metadata" / "dataset.json").exists() and (root / "synthetic" / "config.json").exists():
@@ -104,8 +106,6 @@ def ensure_synthetic(root: str | Path, spec: SyntheticSpec | None = None, progre
 
 
 def load_cohort(dataset: str, root: str | Path, synthetic: SyntheticSpec | None = None, progress: bool = False) -> Cohort:
-    from ehr.meds_io import read_dataset_json, read_meds, read_splits
-    from ehr.splits import assign_splits
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from medtok.loading import load_vocabulary
 
 LEVELS = ("G0", "G1", "G2")
 HIER_SYSTEMS = ("ICD10CM", "ICD9CM", "ICD10PCS", "ICD9PCS", "ATC")
@@ -121,7 +122,6 @@ def default_hierarchy(vocab=None) -> Hierarchy:
     if vocab is not None:
         return Hierarchy(vocab)
     if "default" not in _CACHED:
-        from medtok.loading import load_vocabulary
 
         v, _ = load_vocabulary()
         _CACHED["default"] = Hierarchy(v)

@@ -21,8 +21,13 @@ from pathlib import Path
 import polars as pl
 
 from ehr import meds_io
-from ehr.synthetic import SyntheticConfig, write_synthetic_meds
+from ehr.aces import TASKS, apply_project_rules, compare, run_aces
+from ehr.schema import EVENT_SCHEMA
+from ehr.synthetic.cohort import SyntheticConfig, write_synthetic_meds
+from ehr.synthetic.cohort import generate
+from ehr.synthetic.world import SCENARIOS, get_world
 from ehr.tasks.build import build_task
+from ehr.tasks.inputs import ensure_sorted
 from ehr.tasks.registry import all_tasks, get_task
 
 MIMIC_IV_LIKE = dict(mean_extra_stays=1.5, mean_dx=12.0, mean_px=2.0, mean_drugs=22.0, mean_labs=34.0)
@@ -36,8 +41,6 @@ def peak_rss_gib() -> float:
 def read_sorted_shard(path: str | Path) -> pl.DataFrame:
     """A MEDS shard as an event frame, trusting MEDS's order (each subject contiguous and sorted
     by time) after a linear check; sorts only when the check fails."""
-    from ehr.schema import EVENT_SCHEMA
-    from ehr.tasks.inputs import ensure_sorted
     lf = pl.scan_parquet(path)
     have = lf.collect_schema().names()
     df = lf.select([pl.col(c).cast(t) if c in have else pl.lit(None, dtype=t).alias(c)
@@ -94,7 +97,6 @@ def label_meds_dir(meds_dir: str | Path, out_dir: str | Path, tasks=None, with_i
 def aces_comparison(meds_dir: str | Path) -> dict:
     """For each ACES-expressible task, on every shard: the project (read the shard + label)
     and ACES (its predicates from the shard file + query); times, and row-level agreement."""
-    from ehr.aces import TASKS, apply_project_rules, compare, run_aces
     shards = meds_io.shard_paths(meds_dir)
     out = {}
     for key in TASKS:
@@ -166,8 +168,6 @@ def signal_check(n_patients: int = 8000, seed: int = 0, scenarios=None, tasks=No
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from ehr.synthetic import generate
-    from ehr.synthetic_world import SCENARIOS, get_world
     rows = []
     for sc in scenarios or SCENARIOS:
         extra = {} if effect_scale is None else {"effect_scale": effect_scale}

@@ -19,7 +19,11 @@ import polars as pl
 from ehr.benchmark.code_vectors import medtok_vectors, systems_in, text_vectors
 from ehr.benchmark.data import Cohort
 from ehr.benchmark.features import SequenceData, birth_times, build_sequences, train_seen
+from ehr.benchmark.hierarchy import default_hierarchy
 from ehr.benchmark.tokenizers import CodeSpace, Resources, parse_spec
+from ehr.schema import BIRTH
+from ehr.tasks.build import build_task
+from ehr.tasks.registry import DEFAULT_SUITE, get_task
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +56,12 @@ class Prepared:
 
 
 def parse_task(spec: str):
-    from ehr.tasks.registry import get_task
 
     name, _, preset = spec.partition(":")
     return get_task(name, preset or None)
 
 
 def default_task_specs() -> list[str]:
-    from ehr.tasks.registry import DEFAULT_SUITE
 
     return [f"{n}:{p}" for n, p in DEFAULT_SUITE]
 
@@ -86,7 +88,6 @@ def build_resources(space: CodeSpace, tokenizers: list[str], medtok_steps: int =
                     build_medtok: bool = True, vectors: dict | None = None) -> tuple[Resources, dict]:
     """Resources for the requested tokenizers. `vectors` may supply ready CodeVectors per
     "text" / MedTok variant (tests); otherwise they come from the caches (built on first use)."""
-    from ehr.benchmark.hierarchy import default_hierarchy
 
     fams = [parse_spec(t) for t in tokenizers]
     res, info = Resources(), {}
@@ -130,7 +131,6 @@ def prepare(cohort: Cohort, task_specs: list, tokenizers: list[str], max_len: in
     regex; only input events whose code matches it become tokens / bag counts (MEDS_BIRTH is
     always kept for the age), e.g. diagnoses and procedures only on the synthetic cohort, whose
     lab and drug events are many and carry no code-level signal."""
-    from ehr.tasks.build import build_task
 
     t0 = time.perf_counter()
     births = birth_times(cohort.events)
@@ -147,7 +147,6 @@ def prepare(cohort: Cohort, task_specs: list, tokenizers: list[str], max_len: in
             labels = built.labels.with_columns(pl.col("split").fill_null(""))
             inputs = built.inputs
             if keep_codes:
-                from ehr.schema import BIRTH
 
                 inputs = inputs.filter(pl.col("code").str.contains(keep_codes) | (pl.col("code") == BIRTH))
             b.data = build_sequences(labels, inputs, births, space, task.kind, task.classes, max_len)

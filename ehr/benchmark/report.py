@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ehr.benchmark.hierarchy import default_hierarchy
 from ehr.benchmark.tokenizers import ABLATION_TOKENIZERS, full_vocab_footprint, parse_spec
+from medbase.atomic import atomic_write_text
+from medbase.paths import cache_dir, default_vocab_dir
 
 MODEL_NAMES = {"transformer": "Transformer (TransformEHR-style)", "behrt": "BEHRT", "gbt": "GBT (bag of codes)",
                "logreg": "Logistic regression (bag of codes)"}
@@ -177,7 +180,6 @@ def vocab_level_rows(compute: bool = True) -> dict:
     vocabulary file; computed (about 20 s) only when `compute`; zeros when unavailable."""
     import json
 
-    from medtok.paths import cache_dir, default_vocab_dir
 
     src = default_vocab_dir() / "codes.parquet"
     if not src.exists():
@@ -190,8 +192,6 @@ def vocab_level_rows(compute: bool = True) -> dict:
             return rec["rows"]
     if not compute:
         return {"G0": 0, "G1": 0, "G2": 0}
-    from ehr.benchmark.hierarchy import default_hierarchy
-    from medtok.common.atomic import atomic_write_text
 
     h = default_hierarchy()
     codes = [c for c in h._parent if c.split(":", 1)[0] in ("ICD10CM", "ICD9CM", "ICD10PCS", "ICD9PCS", "ATC")]

@@ -28,12 +28,13 @@ import polars as pl
 
 from ehr.benchmark.cells import DEFAULT_MODELS, MODELS, BenchConfig, cell_path, execute_cell, read_cell
 from ehr.benchmark.data import SyntheticSpec, load_cohort
-from ehr.benchmark.models.trees import TREE_MODELS
+from ehr.benchmark.models.gbt import TREE_MODELS
 from ehr.benchmark.prepare import Prepared, default_task_specs, prepare
+from ehr.benchmark.report import write_report
 from ehr.benchmark.summary import result_row, summarize
 from ehr.benchmark.tokenizers import DEFAULT_TOKENIZERS, parse_spec
-from medtok.common.atomic import atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
+from medbase.atomic import atomic_write_text
+from medbase.jsonconfig import JsonConfig
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,6 @@ def run_grid(cfg: GridConfig, prepared: Prepared | None = None, vectors: dict | 
             "seconds": {"prepare": t_prep, "cells": t_cells}}
     paths = write_tables(records, summary, out, meta)
     if cfg.report and records:
-        from ehr.benchmark.report import write_report
 
         paths.update(write_report(records, summary, out, meta, full_vocab=prepared.cohort.meds_dir is not None))
     meta["seconds"]["total"] = time.perf_counter() - t0

@@ -25,8 +25,8 @@ from pathlib import Path
 from ehr.benchmark.cells import BenchConfig
 from ehr.benchmark.runner import GridConfig, run_grid
 from ehr.benchmark.tokenizers import ABLATION_TOKENIZERS
-from medtok.common.atomic import atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
+from medbase.atomic import atomic_write_text
+from medbase.jsonconfig import JsonConfig
 
 SCENARIOS = ("hierarchy", "cross-cutting", "code-level", "null")
 SUITE_TOKENIZERS = ["flat", "hier-111", "text", "medtok", "medtok-text", "medtok-graph", "medtok-ids", "medtok-n3000"]
@@ -104,7 +104,7 @@ def _f(x, nd=3):
 
 def suite_report(summary: list[dict], cfg: SuiteConfig, wall: float) -> str:
     lines = [f"# Synthetic cohort: tokenizers across generator scenarios\n",
-             f"{cfg.n_patients:,} synthetic patients per scenario (`ehr.synthetic`), task(s) {', '.join(cfg.tasks)}; "
+             f"{cfg.n_patients:,} synthetic patients per scenario (`ehr.synthetic.cohort`), task(s) {', '.join(cfg.tasks)}; "
              f"inputs: diagnosis/procedure codes, sex, admission markers; models {', '.join(cfg.models)}; seeds "
              f"{cfg.seeds} (bag-of-codes models: one deterministic fit). AUPRC mean ± sd over seeds, [95% CI of the seed mean, patient bootstrap]; Δ = paired "
              f"difference to flat on the same replicates. 'rare' = test patients whose informative codes each occur in "

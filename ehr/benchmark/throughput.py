@@ -12,7 +12,9 @@ import time
 import numpy as np
 import torch
 
+from ehr.benchmark.models.behrt import BEHRT
 from ehr.benchmark.models.encoder import ModelConfig
+from ehr.benchmark.models.transformer import TransformEHR
 from ehr.benchmark.prepare import Prepared
 from ehr.benchmark.tokenizers import make_tokenizer
 from ehr.benchmark.train import LengthBuckets, TrainConfig, loss_fn, n_outputs, predict, to_batch
@@ -21,8 +23,6 @@ from ehr.benchmark.train import LengthBuckets, TrainConfig, loss_fn, n_outputs, 
 def measure_throughput(prep: Prepared, task_index: int = 0, models=("transformer", "behrt"), tokenizers=("flat",),
                        max_samples: int = 4096, mcfg: ModelConfig | None = None, tcfg: TrainConfig | None = None,
                        seed: int = 0) -> list[dict]:
-    from ehr.benchmark.models.behrt import BEHRT
-    from ehr.benchmark.models.transformer import TransformEHR
 
     mcfg, tcfg = mcfg or ModelConfig(), tcfg or TrainConfig()
     b = prep.bundles[task_index]

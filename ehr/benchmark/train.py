@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ehr.benchmark.features import SequenceData
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 
 @dataclass
@@ -44,7 +44,7 @@ class TrainConfig(JsonConfig):
             raise ValueError("lr must be > 0")
 
 
-class HeldOutIntegrityError(AssertionError):
+class HeldOutIntegrityError(Exception):
     """Predictions do not cover the requested samples exactly once, in order."""
 
 

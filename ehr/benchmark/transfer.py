@@ -30,12 +30,14 @@ from ehr.benchmark.bootstrap import bootstrap_ci
 from ehr.benchmark.cells import NEURAL_MODELS, BenchConfig, predictions_frame, read_cell
 from ehr.benchmark.data import SyntheticSpec, load_cohort
 from ehr.benchmark.metrics import compute_metrics
+from ehr.benchmark.models.behrt import BEHRT
 from ehr.benchmark.models.encoder import ModelConfig
+from ehr.benchmark.models.transformer import TransformEHR
 from ehr.benchmark.prepare import default_task_specs, prepare
 from ehr.benchmark.tokenizers import DEFAULT_TOKENIZERS, CodeSpace, make_tokenizer
 from ehr.benchmark.train import TrainConfig, fit, n_outputs, predict, to_batch
-from medtok.common.atomic import atomic_path, atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
+from medbase.atomic import atomic_path, atomic_write_text
+from medbase.jsonconfig import JsonConfig
 
 
 @dataclass
@@ -166,8 +168,6 @@ def run_transfer(cfg: TransferConfig, source=None, target=None, tasks_source: li
 
 
 def _transfer_cell(path, ba, bb, pa, model, tok, seed, mcfg, tcfg, bench, cfg) -> dict:
-    from ehr.benchmark.models.behrt import BEHRT
-    from ehr.benchmark.models.transformer import TransformEHR
 
     torch.manual_seed(seed)
     da, db = ba.data, bb.data

@@ -32,8 +32,8 @@ from pathlib import Path
 import polars as pl
 
 from ehr.schema import ATC_PREFIX, FAMILY_SYSTEM, MEDICATION_PREFIX, UNMAPPED_PREFIX
+from medbase.paths import default_vocab_dir
 from medtok.codes.normalize import make_code_id, normalize_code
-from medtok.paths import default_vocab_dir
 
 MAIN_GROUP_ORDER = "JBCLNHAMRGPVDS"
 LOCAL_ATC_PREFIXES = ("D", "S", "A01", "A07A", "C05", "R01", "R02", "G01", "B02BC")

@@ -1,4 +1,4 @@
-"""Sources -> MEDS: one entry point, `convert_source`, for every dataset.
+"""Sources -> MEDS: one entry point, `convert_source`, for every dataset (re-exported by `ehr.sources`).
 
     result = convert_source(SourceConfig(dataset="mimic3", root=..., out=...))
     result.out_dir             # a MEDS directory (data/, metadata/)
@@ -20,9 +20,11 @@ import polars as pl
 from ehr.sources.assemble import AssembleResult, assemble_meds
 from ehr.sources.base import Context, Ledger
 from ehr.sources.codes import CodeResolver
-from ehr.sources.tables import MissingTableError
+from ehr.sources.eicu import convert_eicu
+from ehr.sources.meds_dir import convert_meds_dir
+from ehr.sources.mimic import LAYOUTS, convert_mimic
 from ehr.splits import DEFAULT_FRACTIONS, assign_splits, complete_splits
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 SOURCE_DATASETS = ("mimic3", "mimic4", "eicu", "meds")
 RULES = {
@@ -100,15 +102,12 @@ def convert_source(cfg: SourceConfig, resolver: CodeResolver | None = None) -> C
         given_splits, meta = None, {"dataset_name": cfg.dataset, "conversion_rules": RULES[cfg.dataset],
                                     "source_root": str(root), "ndc_atc_opt_in": bool(cfg.ndc_atc)}
         if cfg.dataset in ("mimic3", "mimic4"):
-            from ehr.sources.mimic import LAYOUTS, convert_mimic
             frames = convert_mimic(ctx, LAYOUTS[cfg.dataset])
         elif cfg.dataset == "eicu":
-            from ehr.sources.eicu import convert_eicu
             frames = convert_eicu(ctx)
             meta["relative_times"] = True
             meta["discharge_stamped_pattern"] = ""   # eICU stamps diagnoses when entered, not at discharge
         else:
-            from ehr.sources.meds_dir import convert_meds_dir
             frames, given_splits, their_meta = convert_meds_dir(ctx)
             meta.update({"dataset_name": their_meta.get("dataset_name") or root.name, "imported_from": their_meta})
 
@@ -131,5 +130,3 @@ def convert_source(cfg: SourceConfig, resolver: CodeResolver | None = None) -> C
             shutil.rmtree(work, ignore_errors=True)
     return ConvertResult(cfg.dataset, out, ctx.ledger, res, time.perf_counter() - t0)
 
-
-__all__ = ["SourceConfig", "ConvertResult", "convert_source", "CodeResolver", "MissingTableError", "RULES"]

@@ -1,4 +1,4 @@
-"""One shard of the synthetic cohort: the generative process of `ehr.synthetic` (see its
+"""One shard of the synthetic cohort: the generative process of `ehr.synthetic.cohort` (see its
 docstring), vectorised over the shard's patients with one loop over the stay index. Events
 are built as integer arrays (subject, time in microseconds, code index into one string table,
 value) and become a polars frame once, sorted by subject and time."""
@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from ehr.schema import SUBJECT_ID, conform_events
-from ehr.synthetic_world import LABS, World
+from ehr.synthetic.world import LABS, World
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 24 * US_PER_HOUR

@@ -29,6 +29,9 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from ehr.tasks.ccs import icd10_to_ccs
+from medbase.paths import default_vocab_dir
+from medtok.codes.vocabulary import Vocabulary
 
 SCENARIOS = ("hierarchy", "cross-cutting", "code-level", "null")
 CHAPTER_WEIGHTS = {"CH09": 0.16, "CH04": 0.12, "CH21": 0.11, "CH18": 0.08, "CH05": 0.07, "CH10": 0.06,
@@ -142,7 +145,6 @@ def build_world(codes: pd.DataFrame, seed: int = 0, scenario: str = "hierarchy")
     total = sum(present.values())
     prob = _zipf_within(chap, rng) * cw / total
     prob = prob / prob.sum()
-    from ehr.tasks.ccs import icd10_to_ccs
     table = icd10_to_ccs()
     ccs = np.array([table.get(c.split(":", 1)[1].replace(".", ""), -1) for c in ids])
     effect = np.zeros(len(ids))
@@ -222,16 +224,13 @@ def _cached_world(vocab_dir: str, seed: int, scenario: str) -> World:
 
 def load_code_table(vocab_dir: str | None = None) -> pd.DataFrame:
     """The project vocabulary's code table (`Vocabulary.load(default_vocab_dir())`)."""
-    from medtok.paths import default_vocab_dir
     return _code_table(str(vocab_dir or default_vocab_dir()))
 
 
 @lru_cache(maxsize=2)
 def _code_table(vocab_dir: str) -> pd.DataFrame:
-    from medtok.codes.vocabulary import Vocabulary
     return Vocabulary.load(vocab_dir).codes
 
 
 def get_world(seed: int = 0, scenario: str = "hierarchy", vocab_dir: str | None = None) -> World:
-    from medtok.paths import default_vocab_dir
     return _cached_world(str(vocab_dir or default_vocab_dir()), seed, scenario)

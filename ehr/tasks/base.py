@@ -35,6 +35,7 @@ import polars as pl
 
 from ehr.schema import PREDICTION_TIME, SUBJECT_ID
 from ehr.tasks.inputs import window_inputs
+from ehr.tasks.stays import code_set
 
 KINDS = ("binary", "multiclass", "multilabel")
 VALUE_COLUMN = {"binary": "boolean_value", "multiclass": "integer_value", "multilabel": "labels"}
@@ -86,7 +87,6 @@ class Task:
             name = flags.get("dataset_name", "this dataset")
             raise TaskNotSupported(f"{self.name}/{self.preset}: {name} has time offsets only "
                                    "(no absolute dates or gaps between hospital stays)")
-        from ehr.tasks.stays import code_set
         codes = code_set(events)
         for what, pattern in self.required_codes().items():
             if not codes.str.contains(pattern).any():

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ehr.guards import run_guards
 from ehr.schema import SUBJECT_ID
 from ehr.splits import assign_splits
 from ehr.tasks.base import Task, TaskNotSupported
+from ehr.tasks.guards import run_guards
 from ehr.tasks.inputs import input_ranges
 from ehr.tasks.stays import DISCHARGE_STAMPED_PATTERN
 

@@ -19,9 +19,10 @@ import polars as pl
 
 from ehr.schema import CODE, PREDICTION_TIME, SPLITS, SUBJECT_ID, TIME
 from ehr.tasks.stays import DISCHARGE_STAMPED_PATTERN, assign_stay, stays
+from ehr.tasks.stays import family_events
 
 
-class LeakageError(AssertionError):
+class LeakageError(Exception):
     """A task build broke a leakage rule; the message says which, how often, and examples."""
 
 
@@ -105,7 +106,6 @@ def check_discharge_stamped_windows(labels: pl.DataFrame, events: pl.DataFrame, 
     """The window form of `check_discharge_stamped` for the default input window and the
     default (diagnosis) families: no diagnosis of a sample's current stay falls in
     [input_start, prediction_time] unless the task's `exclude` drops it from the input."""
-    from ehr.tasks.stays import family_events
     s = stays(events)
     cur = (labels.select("sample_id", SUBJECT_ID, PREDICTION_TIME, "input_start").sort(PREDICTION_TIME)
            .join_asof(s.select(SUBJECT_ID, "stay", "admit", "discharge").sort("admit"),

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from ehr.schema import CODE, PREDICTION_TIME, SUBJECT_ID, TIME
+from ehr.tasks.stays import memo
 
 INPUT_COLUMNS = ["sample_id", SUBJECT_ID, TIME, CODE]
 
@@ -56,7 +57,6 @@ def _row_groups(ev: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def _indexed(events: pl.DataFrame):
     """(sorted frame, per-subject rows, per-(subject, time) rows), computed once per event
     frame and shared by every task labelled on it."""
-    from ehr.tasks.stays import memo
     m = memo(events)
     if "row_index" not in m:
         ev = ensure_sorted(events)

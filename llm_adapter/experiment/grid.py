@@ -21,7 +21,7 @@ differ between settings; the other arms' cells are shared ("shared" in the cell 
 reported under both.
 
 Tasks: "ontology" (the job's code -> description questions; results/prefix_experiment) and
-"relational" (`llm_adapter.experiment_relational`: GEM partner, CCS group, parent title,
+"relational" (`llm_adapter.experiment.relational`: GEM partner, CCS group, parent title,
 sibling; per-type accuracy; MedTok also on ICD-9-CM/CCS/CCSR; a third setting
 "strict_edges" = strict + the edges those answers travel along removed around test codes;
 results/prefix_experiment_relational) and "relational_kg" (the knowledge-graph types: which
@@ -44,15 +44,16 @@ from pathlib import Path
 import numpy as np
 
 from llm_adapter.data import alignment_codes, load_questions
-from llm_adapter.experiment_medtok import medtok_stage
-from llm_adapter.experiment_relational import (RELATIONAL_KG_MEDTOK_SYSTEMS, RELATIONAL_MEDTOK_SYSTEMS, config_key,
+from llm_adapter.experiment.medtok_stage import medtok_stage
+from llm_adapter.experiment.relational import (RELATIONAL_KG_MEDTOK_SYSTEMS, RELATIONAL_MEDTOK_SYSTEMS, config_key,
                                                kg_vocabulary_dir, load_relational_questions)
 from llm_adapter.finetune import finetune
 from llm_adapter.finetune_config import TEXT_ARM, FinetuneConfig
-from medtok.common.atomic import atomic_write_text
-from medtok.common.jsonconfig import JsonConfig
-from medtok.paths import cache_dir
-from qa.datasets.relational_checks import find_leaks, training_footprint
+from llm_adapter.model import load_base_lm
+from medbase.atomic import atomic_write_text
+from medbase.jsonconfig import JsonConfig
+from medbase.paths import cache_dir
+from qa.datasets.relational.checks import find_leaks, training_footprint
 from qa.metrics import accuracy_with_ci
 
 # arm -> (FinetuneConfig arm kind, vector source, MedTok modalities or None)
@@ -318,7 +319,6 @@ def run_experiment(cfg: ExperimentConfig, *, lm=None, tokenizer=None, limit: int
           f"{len(grid) - len(todo)} finished, "
           f"budget {cfg.budget_examples()} examples per arm", flush=True)
     if todo and lm is None:
-        from llm_adapter.model import load_base_lm
 
         lm, tokenizer = load_base_lm(cfg.base_config().adapter)
     done = []

@@ -15,14 +15,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from llm_adapter.determinism import deterministic_on_cpu
-from llm_adapter.experiment_relational import edges_to_drop, relational_config
-from qa.datasets.relational_checks import split_vocabulary_codes
+from llm_adapter.experiment.relational import edges_to_drop, relational_config
+from medbase.determinism import deterministic_on_cpu
+from medtok.model.config import MedTokConfig
+from medtok.train import TrainConfig, latest_checkpoint, train
+from qa.datasets.relational.checks import split_vocabulary_codes
 
 
 def medtok_configs(cfg, modalities: str, setting: str, seed: int, vocab, fcfg):
-    from medtok.model.config import MedTokConfig
-    from medtok.train import TrainConfig
 
     held, drop = None, {}
     if setting in ("strict", "strict_edges"):
@@ -42,7 +42,6 @@ def medtok_stage(cfg, modalities: str, setting: str, seed: int, vocab, fcfg,
                  medtok_inputs: dict | None = None) -> tuple[Path, dict]:
     """Train (or reuse) the MedTok an arm reads, under deterministic CPU kernels; its directory
     is named by a hash of its configs, so a changed recipe never reuses a stale checkpoint."""
-    from medtok.train import latest_checkpoint, train
 
     tcfg, mcfg = medtok_configs(cfg, modalities, setting, seed, vocab, fcfg)
     key = hashlib.sha256(json.dumps([tcfg.to_dict(), mcfg.to_dict()], sort_keys=True).encode()).hexdigest()[:12]

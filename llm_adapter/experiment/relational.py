@@ -1,6 +1,6 @@
 """The prefix experiment's relational task (issue 13): questions whose answer is something the
 asked ICD-10-CM code is *connected to* (its GEM ICD-9-CM partner, its CCS group, its parent's
-title, a sibling; `qa.datasets.relational`), run through the same arms, budget rule, leak
+title, a sibling; `qa.datasets.relational.questions`), run through the same arms, budget rule, leak
 check and resumable cells as the ontology task.
 
 What changes against the ontology task:
@@ -25,8 +25,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qa.datasets.relational import KG_TYPES, RelationalQAConfig, build_relational_qa
-from qa.datasets.relational_checks import relied_edges
+from medbase.paths import cache_dir, shared_data_path
+from medtok.build import build_vocabulary
+from medtok.loading import load_vocabulary
+from qa.datasets.relational.checks import relied_edges
+from qa.datasets.relational.questions import KG_TYPES, RelationalQAConfig, build_relational_qa
 
 RELATIONAL_TYPES = ("gem_icd9", "gem_icd9_distinct", "ccs", "parent_title", "sibling")
 # test questions per type are cut first (the issue: cut relational counts before steps or
@@ -42,8 +45,6 @@ QUESTION_DEFAULTS = {"relational": RELATIONAL_DEFAULTS, "relational_kg": RELATIO
 def kg_vocabulary_dir(kg_dir=None) -> Path:
     """The KG-joined vocabulary (default systems + MONDO + Hetionet from the shared `kg/` files),
     built on first use and cached like the default one (`build_vocabulary` reuses it by fingerprint)."""
-    from medtok.build import build_vocabulary
-    from medtok.paths import cache_dir, shared_data_path
 
     kg = Path(kg_dir) if kg_dir else shared_data_path("kg")
     if kg is None or not (Path(kg) / "mondo").is_dir() or not (Path(kg) / "hetionet").is_dir():
@@ -73,7 +74,6 @@ def config_key(overrides: dict, task: str = "relational") -> dict:
 def load_relational_questions(overrides: dict, fcfg, vocab=None, graph=None, task: str = "relational"):
     """(vocab, train questions, {"test": questions}) of a relational task for one cell."""
     if vocab is None or graph is None:
-        from medtok.loading import load_vocabulary
 
         vocab, graph = load_vocabulary(fcfg.vocab_dir)
     qs = build_relational_qa(vocab, graph, relational_config(overrides, fcfg, task))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_adapter.experiment import ARMS, ExperimentConfig, cell_name, shared_across_settings
-from medtok.common.atomic import atomic_write_text
+from llm_adapter.experiment.grid import ARMS, ExperimentConfig, cell_name, shared_across_settings
+from medbase.atomic import atomic_write_text
 from qa.metrics import paired_comparison
 
 REFERENCES = ("no_prefix", "text_baseline")

@@ -20,7 +20,7 @@ def run_workers(cfg, workers: int, *, limit: int | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads or 1)}
     procs = []
     for i in range(workers):
-        code = ("from llm_adapter.experiment import ExperimentConfig, run_experiment; "
+        code = ("from llm_adapter.experiment.grid import ExperimentConfig, run_experiment; "
                 f"run_experiment(ExperimentConfig.load({str(cfg_path)!r}), limit={limit!r}, shard=({i}, {workers}))")
         log = open(work / f"worker{i}.log", "a")
         procs.append((subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env), log))

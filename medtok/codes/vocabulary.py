@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medbase.atomic import atomic_path
 from medtok.codes.normalize import canonical_system, make_code_id, normalize_code, split_code_id
-from medtok.common.atomic import atomic_path
 
 COLUMNS = ["code_id", "system", "code", "description", "parents", "synonyms", "kind"]
 # bare codes (no system prefix) are tried in this order

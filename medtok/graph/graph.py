@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medtok.common.atomic import atomic_path, atomic_write_text
+from medbase.atomic import atomic_path, atomic_write_text
 
 EDGE_TYPES = [
     "is_a",            # child -> parent, every hierarchy

@@ -1,17 +1,17 @@
 """Configuration of the MedTok tokenizer model (Su et al. 2025, Section 3).
 
 One dataclass, validated on construction and saved as `config.json` beside every
-checkpoint (`medtok.common.jsonconfig.JsonConfig`: a config a user writes rejects unknown
+checkpoint (`medbase.jsonconfig.JsonConfig`: a config a user writes rejects unknown
 keys; one saved beside a checkpoint loads with a warning naming the keys it ignores). The
 defaults are the CPU-sized model; the paper's model differs only in the training budget
-(see `medtok.recipes.PAPER_PRESET`) and N (12k or 21k entries).
+(see `medtok.train_cli.PAPER_PRESET`) and N (12k or 21k entries).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 GRAPH_ENCODERS = ("gcn", "gat", "sage")
 MODALITIES = ("both", "text", "graph")

@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from medbase.atomic import atomic_path
 from medtok.checkpoint import MANIFEST_NAME, CheckpointError, verify, write_manifest
-from medtok.common.atomic import atomic_path
 from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
 from medtok.model.cross_attention import CrossModalAttention
 from medtok.model.graph_encoder import GraphEncoder

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medtok.common.atomic import atomic_path
-from medtok.paths import cache_dir
+from medbase.atomic import atomic_path
+from medbase.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from qa.datasets.common import DatasetFileError, MalformedRecord, ParseIssue, fi
 from qa.datasets.mc_file import load_mc_file
 from qa.datasets.meddx import load_meddx
 from qa.datasets.ontology import OntologyQAConfig, build_ontology_qa, load_ontology
-from qa.datasets.relational import load_relational
+from qa.datasets.relational.questions import load_relational
 from qa.types import MCQuestion
 
 REGISTRY: dict[str, Callable[..., list[MCQuestion]]] = {

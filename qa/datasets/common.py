@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from medtok.codes.sources.user_files import decode_text, read_csv_table, undecodable
-from medtok.common.hashing import stable_fraction  # noqa: F401  (re-exported: ontology and MedDDx splits)
+from medbase.csv_files import decode_text, read_csv_table, undecodable
+from medbase.hashing import stable_fraction  # noqa: F401  (re-exported: ontology and MedDDx splits)
 from qa.types import LETTERS, MCQuestion
 
 log = logging.getLogger("qa.datasets")

@@ -22,7 +22,7 @@ import math
 import re
 from pathlib import Path
 
-from medtok.paths import shared_data_path
+from medbase.paths import shared_data_path
 from qa.datasets.common import (MalformedRecord, ParseIssue, filter_split, parse_letter, parse_records,
                                 read_json_records, read_text, resolve_answer, show, stable_fraction)
 from qa.types import LETTERS, MCQuestion

@@ -40,8 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medtok.common.hashing import split_of, stable_fraction
-from medtok.common.jsonconfig import JsonConfig
+from medbase.hashing import split_of, stable_fraction
+from medbase.jsonconfig import JsonConfig
+from medbase.paths import default_vocab_dir
+from medtok.codes.vocabulary import Vocabulary
+from qa.datasets.common import filter_split
 from qa.types import MCQuestion
 
 log = logging.getLogger("qa.datasets")
@@ -93,7 +96,7 @@ class OntologyQAConfig(JsonConfig):
 
 def code_split(code_id: str, split_fractions=(0.7, 0.15, 0.15), split_seed: int = 0) -> str:
     """The split a code belongs to (a pure function of the code id and `split_seed`). Every
-    vocabulary code has one, so other question sets (qa.datasets.relational) share it."""
+    vocabulary code has one, so other question sets (qa.datasets.relational.questions) share it."""
     return split_of(code_id, dict(zip(SPLITS, split_fractions)), f"ontology-split-{split_seed}")
 
 
@@ -299,8 +302,6 @@ def question_code_ids(questions, splits=("test",), options: bool = True) -> list
 
 
 def default_vocabulary():
-    from medtok.codes.vocabulary import Vocabulary
-    from medtok.paths import default_vocab_dir
 
     d = default_vocab_dir()
     if not (d / "codes.parquet").exists():
@@ -310,8 +311,6 @@ def default_vocabulary():
 
 def load_ontology(path: str | Path | None = None, *, split: str | None = None, vocab=None, **config) -> list[MCQuestion]:
     """Registry entry: `path` is a vocabulary directory (default: the project's built one)."""
-    from medtok.codes.vocabulary import Vocabulary
-    from qa.datasets.common import filter_split
 
     if vocab is None:
         vocab = Vocabulary.load(path) if path is not None else default_vocabulary()

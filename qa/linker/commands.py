@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from qa.linker.config import LinkerConfig
-from qa.linker.evaluate import evaluate
+from qa.linker.linker_eval import evaluate
 from qa.linker.pipeline import CodeLinker, LinkedCode, load_linker_vocabulary
 
 
@@ -76,7 +76,7 @@ def evaluate_command(*, vocab_dir: str | Path | None = None, systems: list[str] 
                      threshold: float | None = None, extra_aliases: Iterable[str] = (),
                      meddx: str | Path | None = None, heldout: bool = True, out: str | Path | None = None,
                      index_root: str | Path | None = None) -> str:
-    """Held-out alias accuracy, MedDDx coverage and throughput (qa.linker.evaluate) as JSON text."""
+    """Held-out alias accuracy, MedDDx coverage and throughput (qa.linker.linker_eval) as JSON text."""
     vocab, graph = load_linker_vocabulary(vocab_dir)
     report = evaluate(vocab, config_from_args(systems, threshold, extra_aliases), graph=graph, meddx_path=meddx,
                       heldout=heldout, out=out, root=index_root)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 # fields that change the built KB / index (and therefore its cache key); the others
 # only change how mentions are found and scored and may differ between runs

@@ -25,8 +25,9 @@ from typing import Mapping, Iterable
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from medbase.paths import cache_dir
 from medtok.codes.vocabulary import Vocabulary
-from medtok.paths import cache_dir
+from qa.linker.abbreviations import ABBREVIATIONS
 from qa.linker.config import LinkerConfig
 from qa.linker.kb import CodeKnowledgeBase, build_knowledge_base, gem_titles, linkable_rows
 
@@ -153,7 +154,6 @@ def fingerprint(vocab: Vocabulary, config: LinkerConfig, exclude: Mapping[str, I
         for cid, titles in sorted(gem_titles(vocab, graph).items()):
             h.update(f"g\t{cid}\t{'|'.join(titles)}\n".encode())
     # the abbreviation table is code, not data: include it so editing it invalidates caches
-    from qa.linker.abbreviations import ABBREVIATIONS
     h.update(repr(ABBREVIATIONS).encode())
     return h.hexdigest()[:16]
 

@@ -14,18 +14,18 @@ import json
 import time
 from pathlib import Path
 
+from medbase.paths import shared_data_path
 from medtok.codes.vocabulary import Vocabulary
-from medtok.paths import shared_data_path
 from qa.datasets.meddx import load_meddx
 from qa.linker.candidates import _category
 from qa.linker.config import LinkerConfig
-from qa.metrics import paired_comparison
 from qa.linker.kb import clean_alias, linkable_rows
 from qa.linker.pipeline import CodeLinker
+from qa.metrics import paired_comparison
 
 
 def _stable_hash(text: str) -> int:
-    # Not medtok.common.hashing.stable_fraction: the held-out sample is "48-bit sha1 prefix modulo
+    # Not medbase.hashing.stable_fraction: the held-out sample is "48-bit sha1 prefix modulo
     # 10,000 below fraction * 10,000, smallest first", a residue rule that no function of a
     # fraction in [0, 1) reproduces; switching would draw other terms and void the published
     # held-out figures (0.730 category acc@1). Kept as is, on purpose.

@@ -26,9 +26,9 @@ from spacy.tokens import Doc, Span, Token
 from spacy.util import minibatch
 from tqdm import tqdm
 
+from medbase.paths import default_vocab_dir
 from medtok.codes.vocabulary import Vocabulary
 from medtok.loading import load_vocabulary
-from medtok.paths import default_vocab_dir
 from qa.linker.abbreviations import abbreviation_table
 from qa.linker.candidates import RankedCandidateGenerator, SpellingCorrector
 from qa.linker.config import LinkerConfig

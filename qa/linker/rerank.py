@@ -36,7 +36,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from medtok.common.hashing import stable_fraction
+from medbase.hashing import stable_fraction
+from medtok.model.text_encoder import TextEmbedder, cached_text_embeddings
 from qa.linker.index import load_tfidf, save_tfidf
 from qa.linker.kb import RANK_DERIVED, RANK_NAME, RANK_SYNONYM, clean_alias, derive_aliases
 from qa.linker.trees import GradientBoostedTrees
@@ -120,7 +121,6 @@ class CodeReranker:
                                shape=(len(cat_row), len(code_ids)))
         emb = None
         if dense:
-            from medtok.model.text_encoder import cached_text_embeddings
 
             emb = cached_text_embeddings([kb.cui_to_entity[c].canonical_name for c in code_ids])
             emb = (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)).astype(np.float16)
@@ -138,7 +138,6 @@ class CodeReranker:
         if self.code_embeddings is None or not texts:
             return None
         if self._embedder is None:
-            from medtok.model.text_encoder import TextEmbedder
 
             self._embedder = TextEmbedder(batch_size=64)
         e = self._embedder.embed(texts, progress=False)

@@ -15,6 +15,9 @@ from typing import AsyncIterator
 
 import torch
 
+from llm_adapter.model import PrefixLM
+from llm_adapter.option_scoring import score_by_option_likelihood
+from qa.types import MCQuestion
 from serve.backends.base import Backend, BackendError, Delta, Generation, SamplingSpec
 
 
@@ -40,7 +43,6 @@ class HFBackend(Backend):
     def __init__(self, bundle, builder, device: str = "cpu"):
         from transformers import AutoModelForCausalLM
 
-        from llm_adapter.model import PrefixLM
 
         self.bundle, self.builder, self.device = bundle, builder, torch.device(device)
         self.dtype = builder.model_dtype
@@ -114,8 +116,6 @@ class HFBackend(Backend):
         yield Delta("", [], gen.finish_reason)
 
     def _option_scores_sync(self, question: str, options: list[str], codes: list[str]) -> list[float]:
-        from llm_adapter.option_scoring import score_by_option_likelihood
-        from qa.types import MCQuestion
 
         q = MCQuestion("request", question, list(options), 0, codes=list(codes))
         with self._lock, torch.inference_mode():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 
 @dataclass

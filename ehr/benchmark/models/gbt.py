@@ -22,7 +22,7 @@ import numpy as np
 from scipy import sparse
 
 from ehr.benchmark.tokenizers import Resources, parse_spec
-from medtok.common.jsonconfig import JsonConfig
+from medbase.jsonconfig import JsonConfig
 
 TREE_MODELS = ("gbt", "logreg")
 

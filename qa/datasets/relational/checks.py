@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medtok.graph.graph import CodeGraph
 from qa.datasets.ontology import code_split, norm_text
-from qa.datasets.relational import RELIED_EDGES, EdgeSpec
+from qa.datasets.relational.questions import RELIED_EDGES, EdgeSpec
 
 __all__ = ["EdgeSpec", "relied_edges", "relied_edge_mask", "graph_without_relied_edges", "split_vocabulary_codes",
            "Footprint", "training_footprint", "find_leaks"]
@@ -50,7 +51,6 @@ def relied_edge_mask(vocab, graph, qtypes, touching=None) -> np.ndarray:
 
 def graph_without_relied_edges(vocab, graph, qtypes, touching=None):
     """A copy of `graph` without the edges `qtypes` rely on (see `relied_edge_mask`)."""
-    from medtok.graph.graph import CodeGraph
 
     keep = ~relied_edge_mask(vocab, graph, qtypes, touching)
     return CodeGraph(graph.num_nodes, graph.src[keep], graph.dst[keep], graph.etype[keep], graph.edge_type_names)

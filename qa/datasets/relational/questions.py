@@ -15,7 +15,7 @@ knowledge graph holds; each shows the code id only and offers 4 texts:
     hetionet_anatomy   Which anatomical structure does the disease coded by ... X localize to?
     hetionet_gene      Which gene is associated with the disease coded by the ICD-10-CM code X?
                        (the KG types: Hetionet edges joined through MONDO; skipped when
-                       ../shared/data/kg is absent; see qa.datasets.relational_kg)
+                       ../shared/data/kg is absent; see qa.datasets.relational.kg)
 
 Splits, by code AND by answer group. Every vocabulary code (question code, ICD-9 partner,
 parent, CCS group, sibling) and every Hetionet answer node has one split, `ontology.code_split`
@@ -31,7 +31,7 @@ about the same codes where they can): sizes nest, and `max_per_answer`
 keeps one big group (e.g. ICD-9 V58.89 "Other specified aftercare") from filling a split.
 
 `RELIED_EDGES[type]` names the graph edges a type's answer travels along; the helpers in
-qa.datasets.relational_checks remove them from a CodeGraph (so MedTok can be retrained
+qa.datasets.relational.checks remove them from a CodeGraph (so MedTok can be retrained
 without them) and check that no held-out code or answer text occurs in training questions or
 captions (`training_footprint`, `find_leaks`).
 """
@@ -45,10 +45,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medtok.common.hashing import stable_fraction
-from medtok.common.jsonconfig import JsonConfig
+from medbase.hashing import stable_fraction
+from medbase.jsonconfig import JsonConfig
+from medbase.paths import shared_data_path
+from medtok.loading import load_vocabulary
+from qa.datasets.common import filter_split
 from qa.datasets.ontology import SPLITS, _draw, code_split, norm_text, training_texts, vocab_code_splits
-from qa.datasets.relational_kg import KG_RELATIONS, load_kg_facts
+from qa.datasets.relational.kg import KG_RELATIONS, load_kg_facts
 from qa.types import MCQuestion
 
 log = logging.getLogger("qa.datasets")
@@ -377,7 +380,6 @@ def build_relational_qa(vocab=None, graph=None, config: RelationalQAConfig | Non
     if config is not None and overrides:
         cfg = RelationalQAConfig.from_dict({**config.to_dict(), **overrides})
     if vocab is None or graph is None:
-        from medtok.loading import load_vocabulary
 
         vocab, graph = load_vocabulary()
     ctx = _Context(vocab, graph, cfg)
@@ -420,7 +422,6 @@ def build_relational_qa(vocab=None, graph=None, config: RelationalQAConfig | Non
 def _kg_dir(cfg: RelationalQAConfig):
     if cfg.kg_dir is not None:
         return cfg.kg_dir or None
-    from medtok.paths import shared_data_path
 
     return shared_data_path("kg")
 
@@ -428,10 +429,8 @@ def _kg_dir(cfg: RelationalQAConfig):
 def load_relational(path=None, *, split: str | None = None, vocab=None, graph=None, **config) -> list[MCQuestion]:
     """Registry-style entry (`load_dataset` signature): `path` is a vocabulary directory
     (default: the built cache); `split` filters; other keywords are RelationalQAConfig fields."""
-    from qa.datasets.common import filter_split
 
     if vocab is None or graph is None:
-        from medtok.loading import load_vocabulary
 
         vocab, graph = load_vocabulary(path)
     return filter_split(build_relational_qa(vocab, graph, RelationalQAConfig(**config)), split)

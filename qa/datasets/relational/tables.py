@@ -10,7 +10,7 @@ half and the MiniLM arm encode) and pick the option most similar to it:
 plus how often the answer text is a prefix of / contained in the description, and how many
 graph edges `graph_without_relied_edges` removes per type.
 
-    python -m qa.datasets.relational_report --out runs/relational_report.json [--minilm]
+    python -m qa.datasets.relational.tables --out runs/relational_report.json [--minilm]
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from collections import Counter
 
 import numpy as np
 
+from medbase.atomic import atomic_write_text
+from medtok.loading import load_vocabulary
+from medtok.model.text_encoder import TextEmbedder
 from qa.datasets.ontology import SPLITS, norm_text
-from qa.datasets.relational import TYPES, RelationalQAConfig, build_relational_qa, title_similarity
-from qa.datasets.relational_checks import relied_edge_mask
+from qa.datasets.relational.checks import relied_edge_mask
+from qa.datasets.relational.questions import TYPES, RelationalQAConfig, build_relational_qa, title_similarity
 
 
 def _oracle_accuracy(scores: list[np.ndarray], answers: list[int]) -> float:
@@ -115,19 +118,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--vocab-dir", default=None, help="vocabulary (default: the built cache); the KG types need "
                     "one built with --kg-mondo/--kg-hetionet for `edges removed`")
     a = ap.parse_args(argv)
-    from medtok.loading import load_vocabulary
 
     vocab, graph = load_vocabulary(a.vocab_dir)
     minilm = None
     if a.minilm:
-        from medtok.model.text_encoder import TextEmbedder
 
         emb = TextEmbedder()
         minilm = lambda texts: emb.embed(texts, progress=False)  # noqa: E731  (unit-norm rows)
     rep = relational_report(vocab, graph, RelationalQAConfig(types=tuple(a.types)), minilm, tuple(a.splits))
     print(format_report(rep))
     if a.out:
-        from medtok.common.atomic import atomic_write_text
 
         atomic_write_text(a.out, json.dumps(rep, indent=1))
     return rep
