@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(MAKE) serve-env || echo "warning: .venv-vllm could not be built; the vLLM serving tests will skip"
 	$(BIN)/python -m pytest -q -rs
 
-# vLLM does not co-install with the main stack: it gets its own venv (serve/, scripts/serve.py)
+# vLLM does not co-install with the main stack: it gets its own venv (serve/, scripts/serve_gateway.py)
 .venv-vllm/.installed:
 	test -x .venv-vllm/bin/python || $(PY) -m venv .venv-vllm
 	.venv-vllm/bin/pip install -q torch==2.13.0

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except httpx.HTTPError as e:
-        print(f"error: cannot reach {a.server}: {e} (is scripts/serve.py running?)", file=sys.stderr)
+        print(f"error: cannot reach {a.server}: {e} (is scripts/serve_gateway.py running?)", file=sys.stderr)
         return 1
     if a.json:
         print(json.dumps(out, indent=1))

@@ -38,7 +38,7 @@ def main(argv=None):
     p.add_argument("--merge", default=None, metavar="JSON",
                    help="with --table: merge the runs (one system, disjoint questions) into this JSON first")
     p.add_argument("--backend", choices=["hf", "server"], default="hf",
-                   help="hf: score in process; server: send the questions to a running gateway (scripts/serve.py)")
+                   help="hf: score in process; server: send the questions to a running gateway (scripts/serve_gateway.py)")
     p.add_argument("--server", default=None, help="with --backend server: the gateway URL, e.g. http://127.0.0.1:8000")
     a = p.parse_args(argv)
     if a.backend == "server" and not a.server:

@@ -3,6 +3,7 @@
     python scripts/link_codes.py "pt with CHF and COPD"
     python scripts/link_codes.py --file questions.txt --json          # one text per line
     python scripts/link_codes.py --evaluate --out runs/linker/report.json
+    python scripts/link_codes.py --sentences dev [--details] [--set lay_synonyms=false ...]
 First use builds the KB + TF-IDF/HNSW index for the project vocabulary (minutes) and caches
 it under data/cache/linker/; later runs load it in seconds. Results go to stdout (with --json,
 nothing else does); index building and progress messages go to stderr.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qa.linker.commands import evaluate_command, link_command, read_texts
+from qa.linker.commands import evaluate_command, link_command, parse_overrides, read_texts, sentences_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--meddx", help="MedDDx.json path (default: the shared copy)")
     p.add_argument("--no-heldout", action="store_true", help="with --evaluate: skip the held-out alias test")
     p.add_argument("--out", help="write the evaluation report here (JSON)")
+    p.add_argument("--sentences", nargs="+", choices=["dev", "test"],
+                   help="end-to-end figures on the project's sentence set (qa/linker/sentences/), as JSON")
+    p.add_argument("--details", action="store_true", help="with --sentences: every sentence's links and errors")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="other LinkerConfig fields, e.g. --set lay_synonyms=false phrase_mentions=false")
     args = p.parse_args(argv)
 
     if args.evaluate:
@@ -39,12 +45,18 @@ def main(argv: list[str] | None = None) -> int:
                                extra_aliases=args.extra_aliases, meddx=args.meddx, heldout=not args.no_heldout,
                                out=args.out))
         return 0
+    overrides = parse_overrides(args.set)
+    if args.sentences:
+        print(sentences_command(args.sentences, details=args.details, out=args.out, index_dir=args.index_dir,
+                                vocab_dir=args.vocab_dir, systems=args.systems, threshold=args.threshold,
+                                extra_aliases=args.extra_aliases, overrides=overrides))
+        return 0
     texts = read_texts(args.texts, args.file)
     if not texts:
         p.error("give texts to link, --file, or --evaluate")
     print(link_command(texts, as_json=args.json, index_dir=args.index_dir, vocab_dir=args.vocab_dir,
                        systems=args.systems, threshold=args.threshold, extra_aliases=args.extra_aliases,
-                       rebuild=args.rebuild))
+                       rebuild=args.rebuild, overrides=overrides))
     return 0
 
 

@@ -6,7 +6,7 @@ latency under concurrent clients, the gateway's own work, start-up. One command,
     python scripts/serve_check.py runs/finetune_qa --parts load --clients 16 --requests 200 --max-tokens 64
 
 Needs `make serve-env` (the vLLM venv). The HF references run in this process first, then the
-service starts as `scripts/serve.py` would start it (gateway + vLLM on loopback), then the parts
+service starts as `scripts/serve_gateway.py` would start it (gateway + vLLM on loopback), then the parts
 run against it. Writes <out>/bench.json (see serve.bench for what each part measures).
 """
 

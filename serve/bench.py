@@ -6,7 +6,7 @@ parts (run in this order; the in-process HF work happens before vLLM starts, so 
 the CPU):
   hf        HF/peft references: greedy tokens on the gateway's own rows (fp32 and bf16 rows), the
             HF harness's letters, and HF `generate` throughput at batch sizes 1..32 (best kept)
-  serve     the real service (vLLM backend, a child process like `scripts/serve.py`): start-up time
+  serve     the real service (vLLM backend, a child process like `scripts/serve_gateway.py`): start-up time
   parity    vLLM greedy tokens (fp32 rows through the gateway; bf16 rows straight to vLLM) vs HF,
             /v1/answer letters vs the HF harness
   describe  "describe this code" on unseen codes: prefix vs no prefix (same adapter) vs adapters
@@ -84,7 +84,7 @@ class BenchConfig(JsonConfig):
             raise ValueError(f"unknown parts {sorted(bad)}; known: {PARTS}")
 
 
-# ---- the service as a child process (what scripts/serve.py runs) ------------------------------------
+# ---- the service as a child process (what scripts/serve_gateway.py runs) ------------------------------------
 _CHILD = ("import json, sys; from serve.logs import configure_logging; from serve.server import ServiceHandle; "
           "from serve.config import ServeConfig; configure_logging('warning'); "
           "ServiceHandle(ServeConfig.from_dict(json.loads(sys.argv[1]))).serve_forever()")

@@ -1,6 +1,6 @@
 """Start the service: bundle -> vLLM server (own venv, loopback) -> gateway; stop both cleanly.
 
-    serve(ServeConfig(checkpoint="runs/finetune_qa"))     # what scripts/serve.py runs (blocks)
+    serve(ServeConfig(checkpoint="runs/finetune_qa"))     # what scripts/serve_gateway.py runs (blocks)
     with ServiceHandle(cfg) as h: httpx.post(h.url + "/v1/answer", ...)   # tests, benchmarks
 
 Failures that a user can fix are `LaunchError`s with one actionable line: a port in use, a

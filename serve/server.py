@@ -163,7 +163,7 @@ class ServiceHandle:
     def __exit__(self, *exc):
         self.stop()
 
-    # ---- foreground (scripts/serve.py) ------------------------------------------------------------
+    # ---- foreground (scripts/serve_gateway.py) ------------------------------------------------------------
     def serve_forever(self) -> None:
         """Blocks; uvicorn turns SIGINT/SIGTERM into a graceful stop, then vLLM is stopped. If vLLM
         dies meanwhile the gateway stops too (a gateway without its backend only answers 503)."""

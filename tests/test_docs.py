@@ -25,6 +25,9 @@ MAX_README_LINES = 260
 # module by its old path must appear with its new path.
 RENAMED = {
     "python -m qa.datasets.relational_report": "python -m qa.datasets.relational.tables",
+    # scripts/serve.py shadowed the `serve` package for every script run from scripts/ once the
+    # sys.path edits went: the gateway's entry point is scripts/serve_gateway.py
+    "python scripts/serve.py": "python scripts/serve_gateway.py",
 }
 
 

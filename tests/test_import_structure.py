@@ -48,3 +48,11 @@ def test_the_measure_sees_a_planted_cycle(tmp_path):
     m = structure.measure(tmp_path)
     assert m["subpackage_back_arrows"] == ["medtok.a -> medtok.b", "medtok.b -> medtok.a"]
     assert m["in_function_project_imports"] == 1
+
+
+def test_no_script_shadows_a_package():
+    """`python scripts/x.py` puts scripts/ first on sys.path: a script named like a project
+    package (scripts/serve.py) would hide that package from every script beside it."""
+    names = {p.stem for p in (ROOT / "scripts").glob("*.py")}
+    assert not names & structure.PACKAGES
+    assert not [p for p in (ROOT / "scripts").glob("*.py") if "sys.path" in p.read_text()]

@@ -1,4 +1,4 @@
-"""The real service with the vLLM backend, started as a user starts it (`scripts/serve.py`), on
+"""The real service with the vLLM backend, started as a user starts it (`scripts/serve_gateway.py`), on
 loopback, with a tiny model, the toy vocabulary and a small linker index; needs `.venv-vllm`
 (`make serve-env`, which `make test` builds first) and skips, saying why, only without it.
 
@@ -8,7 +8,7 @@ loopback, with a tiny model, the toy vocabulary and a small linker index; needs 
   afterwards both are healthy and still give the HF answers;
 - vLLM issue 51122 regression: prompt-embeds requests (LoRA) mixed with plain token requests in
   one batch all succeed and stay exact (LoRA only on the adapter's modules, not embed_tokens);
-- Ctrl-C (SIGINT) on scripts/serve.py stops the gateway and vLLM.
+- Ctrl-C (SIGINT) on scripts/serve_gateway.py stops the gateway and vLLM.
 One vLLM start for the module (about 30-80 s on 2 busy cores).
 """
 
@@ -243,7 +243,7 @@ def test_prompt_embeds_mixed_with_plain_requests_in_one_batch(service, hf):
 
 
 def test_ctrl_c_stops_gateway_and_vllm(service):
-    """Last in the module: SIGINT to scripts/serve.py; both processes end, both ports are free."""
+    """Last in the module: SIGINT to scripts/serve_gateway.py; both processes end, both ports are free."""
     from serve.launcher import port_in_use
 
     proc, card = service["proc"], service["card"]

@@ -1,8 +1,8 @@
 """Serve a fine-tuned adapter as a code-aware QA service (gateway + vLLM, or in-process HF).
 
-    python scripts/serve.py runs/finetune_qa                       # vLLM backend (needs `make serve-env`)
-    python scripts/serve.py runs/finetune_qa/lora_prefix --backend hf --port 8001
-    MEDTOK_SERVE_API_KEY=... python scripts/serve.py runs/finetune_qa --host 0.0.0.0   # non-loopback needs a key
+    python scripts/serve_gateway.py runs/finetune_qa                       # vLLM backend (needs `make serve-env`)
+    python scripts/serve_gateway.py runs/finetune_qa/lora_prefix --backend hf --port 8001
+    MEDTOK_SERVE_API_KEY=... python scripts/serve_gateway.py runs/finetune_qa --host 0.0.0.0   # non-loopback needs a key
 
 Finds the base model, adapter, MedTok checkpoint, dtype and context length in the checkpoint,
 starts vLLM on loopback (its own venv) and the gateway, waits until both are healthy, prints
