@@ -9,6 +9,10 @@
   of `labels_total`), "micro" = one AUPRC/AUROC over all (sample, label) pairs pooled. For
   multi-class, accuracy (argmax) too.
 - A metric that is undefined (a single class in the test set) is NaN, never a crash.
+- Binary, the hierarchical-ICD paper's metrics (issue 22): F1-macro at a threshold chosen on
+  the tuning split only (`choose_threshold`; fallback 0.5 when tuning has no positive or no
+  negative), DeLong's paired AUROC test (`delong_test`), the paired patient-level bootstrap of
+  F1-macro on the AUPRC bootstrap's replicates (`paired_bootstrap_f1`).
 
 Inputs: `y` is [n] bool/int for binary, [n] ints 0..K-1 for multi-class, [n, K] 0/1 for
 multi-label; `p` is [n] (probability of the positive class) for binary, [n, K] otherwise.
@@ -17,7 +21,10 @@ multi-label; `p` is [n] (probability of the positive class) for binary, [n, K] o
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import norm
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from ehr.benchmark.bootstrap import interval, subject_counts
 
 KINDS = ("binary", "multiclass", "multilabel")
 
@@ -113,3 +120,156 @@ def compute_metrics(kind: str, y, p, names: list[str] | None = None) -> dict:
         m["headline_auprc"], m["headline_prevalence"] = m["auprc_macro"], m["prevalence_macro"]
         m["headline_auroc"] = m["auroc_macro"]
     return m
+
+
+# ---- F1-macro at a tuned threshold, DeLong's paired AUROC test, paired bootstrap of F1 -------
+# (issue 22: the hierarchical-ICD paper's metrics). Binary tasks only.
+
+F1_FALLBACK_THRESHOLD = 0.5
+
+
+def f1_macro(y, yhat) -> float:
+    """Unweighted mean of the F1 of the positive and of the negative class (scikit-learn's
+    `f1_score(average="macro")` over labels {0, 1}; a class with no true and no predicted member
+    has F1 0, as scikit-learn's `zero_division=0`)."""
+    y = np.asarray(y).astype(bool).ravel()
+    yhat = np.asarray(yhat).astype(bool).ravel()
+    out = []
+    for cls in (True, False):
+        t, h = y == cls, yhat == cls
+        tp = float((t & h).sum())
+        den = 2 * tp + float((~t & h).sum()) + float((t & ~h).sum())
+        out.append(2 * tp / den if den else 0.0)
+    return float(np.mean(out))
+
+
+def choose_threshold(y_tune, p_tune) -> tuple[float, str]:
+    """The threshold that maximises F1-macro on the TUNING split (the rule `p >= t`; candidates:
+    the distinct tuning scores, ties -> the smallest such t). It sees tuning labels and scores
+    only. Fallback (stated): when the tuning split is empty or has no positive or no negative,
+    t = 0.5 (`F1_FALLBACK_THRESHOLD`). Returns (t, how)."""
+    y = np.asarray(y_tune).astype(bool).ravel()
+    p = np.asarray(p_tune, dtype=np.float64).ravel()
+    if len(y) == 0 or y.all() or not y.any():
+        why = "empty tuning split" if len(y) == 0 else ("no positive" if not y.any() else "no negative")
+        return F1_FALLBACK_THRESHOLD, f"fallback {F1_FALLBACK_THRESHOLD} ({why} in tuning)"
+    cand = np.unique(p)
+    # vectorised: predictions p >= c for every candidate c
+    order = np.argsort(-p, kind="mergesort")
+    ps, ys = p[order], y[order]
+    P, N = int(y.sum()), int((~y).sum())
+    tp_c, fp_c = np.cumsum(ys), np.cumsum(~ys)
+    # for candidate c: count of p >= c = last index with ps >= c
+    k = np.searchsorted(-ps, -cand, side="right")        # number of samples with p >= c
+    tp, fp = tp_c[k - 1].astype(float), fp_c[k - 1].astype(float)
+    fn, tn = P - tp, N - fp
+    f1_pos = 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12)
+    f1_neg = 2 * tn / np.maximum(2 * tn + fn + fp, 1e-12)
+    f1 = (f1_pos + f1_neg) / 2
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    return float(cand[best[0]]), "max F1-macro on tuning"
+
+
+def f1_at_tuned_threshold(y_tune, p_tune, y_test, p_test) -> dict:
+    """F1-macro of the test predictions at the threshold chosen on tuning (`choose_threshold`)."""
+    t, how = choose_threshold(y_tune, p_tune)
+    yhat = np.asarray(p_test, dtype=np.float64).ravel() >= t
+    return {"f1_macro": f1_macro(y_test, yhat) if len(yhat) else float("nan"), "f1_threshold": t,
+            "f1_threshold_rule": how, "f1_tuning_n": int(len(np.asarray(y_tune).ravel()))}
+
+
+def _midrank(x: np.ndarray) -> np.ndarray:
+    """Mid-ranks (1-based; ties share the mean rank)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    n = len(x)
+    ranks = np.zeros(n)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and xs[j] == xs[i]:
+            j += 1
+        ranks[i:j] = 0.5 * (i + j - 1) + 1
+        i = j
+    out = np.empty(n)
+    out[order] = ranks
+    return out
+
+
+def delong_components(y, scores: list) -> tuple[np.ndarray, np.ndarray]:
+    """AUROCs [k] and DeLong's covariance matrix [k, k] of k score vectors on the same samples
+    (DeLong, DeLong & Clarke-Pearson 1988; the mid-rank algorithm of Sun & Xu 2014):
+    structural components V10 (per positive) and V01 (per negative), cov = S10/m + S01/n."""
+    y = np.asarray(y).astype(bool).ravel()
+    X = np.asarray([np.asarray(s, dtype=np.float64).ravel() for s in scores])
+    m, n = int(y.sum()), int((~y).sum())
+    if m == 0 or n == 0:
+        k = len(X)
+        return np.full(k, np.nan), np.full((k, k), np.nan)
+    pos, neg = X[:, y], X[:, ~y]
+    aucs, v10, v01 = [], [], []
+    for r in range(len(X)):
+        tz = _midrank(np.concatenate([pos[r], neg[r]]))
+        tx, ty = _midrank(pos[r]), _midrank(neg[r])
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n)
+        v01.append(1.0 - (tz[m:] - ty) / m)
+    v10, v01 = np.array(v10), np.array(v01)
+    s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((len(X), len(X)))
+    s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((len(X), len(X)))
+    return np.array(aucs), s10 / m + s01 / n
+
+
+def delong_test(y, p_a, p_b) -> dict:
+    """Paired two-sided DeLong test of AUROC(A) = AUROC(B) on the same test samples:
+    z = (A - B) / sqrt(var A + var B - 2 cov), p = 2 (1 - Phi(|z|)). Identical scores: z = 0, p = 1."""
+    aucs, cov = delong_components(y, [p_a, p_b])
+    diff = float(aucs[0] - aucs[1])
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if not np.isfinite(var):
+        z = p = float("nan")
+    elif var <= 1e-15:
+        z, p = 0.0 if abs(diff) < 1e-15 else float(np.sign(diff) * np.inf), 1.0 if abs(diff) < 1e-15 else 0.0
+    else:
+        z = diff / np.sqrt(var)
+        p = float(2 * norm.sf(abs(z)))
+    se = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else float("nan")
+    return {"auroc_a": float(aucs[0]), "auroc_b": float(aucs[1]), "diff": diff, "se": se, "z": float(z),
+            "p_value": float(p), "ci_lo": diff - 1.959963984540054 * se, "ci_hi": diff + 1.959963984540054 * se}
+
+
+def _subject_confusion(y, yhat, inv, n_subjects) -> np.ndarray:
+    """[4, S] per-subject counts of tp, fp, fn, tn."""
+    y, yhat = np.asarray(y).astype(bool), np.asarray(yhat).astype(bool)
+    cells = [y & yhat, ~y & yhat, y & ~yhat, ~y & ~yhat]
+    return np.stack([np.bincount(inv, weights=c.astype(float), minlength=n_subjects) for c in cells])
+
+
+def _f1_macro_from_counts(tp, fp, fn, tn):
+    with np.errstate(all="ignore"):
+        a = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        b = np.where(2 * tn + fn + fp > 0, 2 * tn / (2 * tn + fn + fp), 0.0)
+    return (a + b) / 2
+
+
+def replicate_f1(y, yhat, counts: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """F1-macro of fixed 0/1 predictions in every patient-level replicate ([R] from the
+    `bootstrap.subject_counts` multiplicities; a replicate with a single class -> NaN)."""
+    C = _subject_confusion(y, yhat, inv, counts.shape[1])       # [4, S]
+    tp, fp, fn, tn = (counts.astype(np.float64) @ C.T).T
+    f1 = _f1_macro_from_counts(tp, fp, fn, tn)
+    single = ((tp + fn) == 0) | ((fp + tn) == 0)
+    return np.where(single, np.nan, f1)
+
+
+def paired_bootstrap_f1(y, yhat_a, yhat_b, subject_ids, n_boot: int = 1000, seed: int = 0,
+                        alpha: float = 0.05) -> dict:
+    """F1-macro(A) - F1-macro(B) on the SAME patient-level replicates as the AUPRC bootstrap
+    (`bootstrap.subject_counts(subject_ids, n_boot, seed)`); each arm's 0/1 predictions use its
+    own tuning-split threshold. Two-sided p as `bootstrap.paired_difference`."""
+    counts, inv = subject_counts(subject_ids, n_boot, seed)
+    d = replicate_f1(y, yhat_a, counts, inv) - replicate_f1(y, yhat_b, counts, inv)
+    ci = interval(d, alpha)
+    ok = d[~np.isnan(d)]
+    p = float(min(1.0, 2 * min((ok <= 0).mean(), (ok >= 0).mean()))) if len(ok) else float("nan")
+    return {"metric": "f1_macro", "diff": f1_macro(y, yhat_a) - f1_macro(y, yhat_b), **ci, "p_value": p}
