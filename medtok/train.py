@@ -41,13 +41,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from medtok.checkpoint import (CheckpointError, load_tensors_pt, read_manifest, save_tensors_pt, staged_directory,
                                verify, write_manifest)
-from medbase.atomic import atomic_write_text
+from medbase.atomic import atomic_path, atomic_write_text
 from medbase.determinism import deterministic_on_cpu
 from medbase.jsonconfig import JsonConfig
 from medtok.graph_edits import drop_edges, normalize_edge_specs
@@ -57,6 +57,7 @@ from medtok.model.features import neighbor_table, node_features
 from medtok.model.losses import distance_kl, shared_loss, specific_loss
 from medtok.model.medtok import CONFIG_NAME, WEIGHTS_NAME, MedTokModel
 from medtok.splits import heldout_mask, read_code_list
+from medtok.validation import VAL_METRICS, ValidationSet, Validator, eligible_mask, validation_mask
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,13 @@ STATE_NAME = "training_state.json"      # progress (step) as JSON
 OPTIMIZER_NAME = "optimizer.pt"         # optimizer state: tensors and numbers only (weights_only=True)
 LEGACY_STATE_NAME = "training_state.pt"  # older checkpoints: {"optimizer", "step"}, also read with weights_only=True
 CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, TRAIN_CONFIG_NAME, STATE_NAME, OPTIMIZER_NAME)
+BEST_WEIGHTS_NAME = "best_model.safetensors"  # best-so-far validation weights (intermediate checkpoints)
+LAST_WEIGHTS_NAME = "last_model.safetensors"  # final weights when model.safetensors holds the best step
+VALIDATION_NAME = "validation.json"           # validation curve and best step so far
+METRICS_NAME = "metrics.json"                 # run summary: time, steps/s, threads, validation curve
 DEVICES = ("auto", "cpu", "cuda")
+RESTART_NORMS = ("unit", "codebook")
+SAMPLERS = ("loop", "vectorized")
 
 
 @dataclass
@@ -99,8 +106,33 @@ class TrainConfig(JsonConfig):
     edge_drop: float = 0.2
     node_drop: float = 0.1
     save_every: int = 100               # intermediate checkpoints out_dir/checkpoint-<step>
-    log_every: int = 1
+    log_every: int = 1                  # train_log.jsonl: one record (means over the interval) per log_every steps
     device: str = "auto"                # auto (CUDA when available) | cpu | cuda | cuda:N
+    # ---- issue 21 settings; every default reproduces the checkpoints trained before them -------
+    restart_norm: str = "unit"          # re-seated rows: unit (today) | codebook (scaled to the codebook's mean norm)
+    restart_reset_optimizer: bool = False  # zero AdamW's moments of re-seated rows
+    sampler: str = "loop"               # k-hop batch sampler: loop (per centre, today) | vectorized (CSR, tensor ops)
+    threads: int | None = None          # torch CPU threads for the run (None = as set by the caller); recorded
+    text_encoder_device: str = "cpu"    # where missing text embeddings are computed: cpu | cuda | cuda:N | auto
+    val_every: int = 0                  # validation kappa every N steps (0 = off; `medtok.validation`)
+    val_fraction: float = 0.05          # share of the eligible codes in the validation split
+    val_seed: int = 0                   # salt of the validation split's hash
+    val_pairs: int = 2000               # sibling and GEM pairs (each) of the fixed validation sample
+    val_metric: str = "mean"            # selection metric: mean of sibling and GEM kappa | siblings | gem
+    val_exclude_codes: list | None = None  # never validation codes: the QA test splits (a file or a list)
+    val_exclude_from_training: bool = False  # validation codes are never a training centre
+    val_select_best: bool = True        # with val_every: the saved tokenizer is the best validation step
+
+    # written to train_config.json only when they differ from their default, so a default run's
+    # train_config.json (and every cache key hashed from a TrainConfig) keeps its bytes
+    QUIET_DEFAULTS = {"restart_norm": "unit", "restart_reset_optimizer": False, "sampler": "loop", "threads": None,
+                      "text_encoder_device": "cpu", "val_every": 0, "val_fraction": 0.05, "val_seed": 0,
+                      "val_pairs": 2000, "val_metric": "mean", "val_exclude_codes": None,
+                      "val_exclude_from_training": False, "val_select_best": True}
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        return {k: v for k, v in d.items() if not (k in self.QUIET_DEFAULTS and v == self.QUIET_DEFAULTS[k])}
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 2:
@@ -121,6 +153,20 @@ class TrainConfig(JsonConfig):
         self.drop_edge_types = normalize_edge_specs(self.drop_edge_types)
         if self.drop_edges_touching is not None and not self.drop_edge_types:
             raise ValueError("drop_edges_touching needs drop_edge_types (which edges to drop)")
+        if self.restart_norm not in RESTART_NORMS:
+            raise ValueError(f"restart_norm must be one of {RESTART_NORMS}, got {self.restart_norm!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError("threads must be >= 1 (or None)")
+        dev = str(self.text_encoder_device)
+        if dev not in DEVICES and not re.fullmatch(r"cuda:\d+", dev):
+            raise ValueError(f"text_encoder_device must be one of {DEVICES} or cuda:N, got {dev!r}")
+        if self.val_every < 0 or not 0 < self.val_fraction < 1 or self.val_pairs < 1:
+            raise ValueError("val_every >= 0, val_fraction in (0, 1) and val_pairs >= 1 required")
+        if self.val_metric not in VAL_METRICS:
+            raise ValueError(f"val_metric must be one of {VAL_METRICS}, got {self.val_metric!r}")
+        self.val_exclude_codes = read_code_list(self.val_exclude_codes)
 
     def per_process_batch(self, world_size: int) -> int:
         """Centre codes per process and step."""
@@ -154,11 +200,12 @@ class MedTokTrainingModule(nn.Module):
         L_C = sum(q[g].loss for g in GROUPS)
         L_KL = distance_kl(q["shared_text"].distances, q["shared_graph"].distances, c.temperature)
         sh = shared_loss(q["shared_text"].quantized, q["shared_graph"].quantized,
-                         emb["shared_text"], emb["shared_graph"], c.beta, c.nce_temperature)
+                         emb["shared_text"], emb["shared_graph"], c.beta, c.shared_nce_temperature, c.nce_weight)
         sp = specific_loss(q["text_specific"].quantized, q_ts_aug.quantized, q["graph_specific"].quantized,
                            q_gs_aug.quantized, q["shared_text"].quantized, q["shared_graph"].quantized,
-                           c.lam, c.nce_temperature)
-        total = L_C + L_KL + sh["shared"] + sp["specific"]
+                           c.lam, c.specific_nce_temperature, c.nce_weight)
+        kl_term = L_KL if c.kl_weight == 1.0 else c.kl_weight * L_KL  # weight 1: today's graph, bit for bit
+        total = L_C + kl_term + sh["shared"] + sp["specific"]
         logs = {"total": total, "codebook": L_C, "kl": L_KL, **sh, **sp,
                 "vq_codebook": sum(q[g].breakdown["codebook"] for g in GROUPS),
                 "vq_commit": sum(q[g].breakdown["commitment"] for g in GROUPS)}
@@ -175,7 +222,8 @@ def make_batch(graph, x: torch.Tensor, train_rows: np.ndarray, mcfg: MedTokConfi
         ei = torch.empty(2, 0, dtype=torch.long, device="cpu")
         ci = torch.arange(len(centers), device="cpu")
     else:
-        batch = graph.subgraph_batch(centers, mcfg.num_hops, mcfg.max_neighbors, rng)
+        sample = graph.subgraph_batch_vectorized if tcfg.sampler == "vectorized" else graph.subgraph_batch
+        batch = sample(centers, mcfg.num_hops, mcfg.max_neighbors, rng)
         n_id, ei, ci = batch.n_id, batch.edge_index, batch.center_index
     e = ei.numpy()
     keys = torch.from_numpy(neighbor_table(e[0], e[1], len(n_id), mcfg.max_neighbors, rows=ci.numpy(),
@@ -198,14 +246,41 @@ def make_accelerator(device: str) -> Accelerator:
 
 
 # ---- checkpoints ---------------------------------------------------------------------------
-def save_checkpoint(model: MedTokModel, opt, step: int, tcfg: TrainConfig, directory: Path) -> None:
-    """Every file atomically, then the manifest over all of them (written last)."""
+def _save_weights(state: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+
+
+def save_checkpoint(model: MedTokModel, opt, step: int, tcfg: TrainConfig, directory: Path,
+                    validation: dict | None = None, best_state: dict | None = None, final: bool = False) -> None:
+    """Every file atomically, then the manifest over all of them (written last).
+
+    With validation (`TrainConfig.val_every`): validation.json (curve, best step so far) and the
+    best-so-far weights beside the checkpoint (best_model.safetensors), so a resumed run keeps
+    both; in the final checkpoint with `val_select_best`, model.safetensors holds the best step's
+    weights and last_model.safetensors the last step's (what a resume continues from)."""
     directory = Path(directory)
-    model.save_pretrained(directory)
+    files = list(CHECKPOINT_FILES)
+    select = final and validation is not None and best_state is not None and tcfg.val_select_best
+    if select:
+        directory.mkdir(parents=True, exist_ok=True)
+        model.config.save(directory / CONFIG_NAME)
+        _save_weights(best_state, directory / WEIGHTS_NAME)
+        _save_weights(model.state_dict(), directory / LAST_WEIGHTS_NAME)
+        files.append(LAST_WEIGHTS_NAME)
+    else:
+        model.save_pretrained(directory)
+        (directory / LAST_WEIGHTS_NAME).unlink(missing_ok=True)
     tcfg.save(directory / TRAIN_CONFIG_NAME)
     save_tensors_pt(opt.state_dict(), directory / OPTIMIZER_NAME)
     atomic_write_text(directory / STATE_NAME, json.dumps({"step": int(step)}) + "\n")
-    write_manifest(directory, list(CHECKPOINT_FILES), step=int(step))
+    if validation is not None:
+        atomic_write_text(directory / VALIDATION_NAME, json.dumps(validation, indent=1) + "\n")
+        files.append(VALIDATION_NAME)
+        if best_state is not None:
+            _save_weights(best_state, directory / BEST_WEIGHTS_NAME)
+            files.append(BEST_WEIGHTS_NAME)
+    write_manifest(directory, files, step=int(step))
 
 
 def checkpoint_step(directory: str | Path) -> int | None:
@@ -257,10 +332,34 @@ def load_training_state(directory: str | Path) -> tuple[MedTokConfig, dict, dict
         raise CheckpointError(f"cannot resume from {d}: no training state in it")
     try:
         mcfg = MedTokConfig.load_saved(d / CONFIG_NAME)
-        weights = load_file(d / WEIGHTS_NAME)
+        # a final checkpoint that saved its best validation step keeps the last step's weights aside
+        weights = load_file(d / (LAST_WEIGHTS_NAME if (d / LAST_WEIGHTS_NAME).exists() else WEIGHTS_NAME))
     except Exception as e:
         raise CheckpointError(f"cannot resume from {d}: {e}") from e
     return mcfg, weights, opt_state, step
+
+
+def load_validation_state(directory: str | Path | None) -> tuple[dict | None, dict | None]:
+    """(validation record, best-so-far weights) saved beside a checkpoint; (None, None) without validation."""
+    if directory is None or not (Path(directory) / VALIDATION_NAME).exists():
+        return None, None
+    d = Path(directory)
+    record = json.loads((d / VALIDATION_NAME).read_text())
+    best = load_file(d / BEST_WEIGHTS_NAME) if (d / BEST_WEIGHTS_NAME).exists() else None
+    return record, best
+
+
+def reset_optimizer_rows(opt, param: torch.Tensor, rows: torch.Tensor) -> int:
+    """Zero the AdamW moments (exp_avg, exp_avg_sq, max_exp_avg_sq) of `rows` of `param`: a re-seated
+    codebook row then starts without the momentum of the entry it replaces. Returns rows reset."""
+    inner = getattr(opt, "optimizer", opt)  # accelerate's AcceleratedOptimizer wraps the torch one
+    st = inner.state.get(param)
+    if not st or len(rows) == 0:
+        return 0
+    for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        if k in st:
+            st[k][rows.to(st[k].device)] = 0
+    return int(len(rows))
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -305,22 +404,38 @@ def training_rows(vocab, tcfg: TrainConfig) -> np.ndarray:
 
 # ---- the loop ------------------------------------------------------------------------------
 def train(tcfg: TrainConfig, mcfg: MedTokConfig | None = None, resume_from: str | Path | None = None,
-          vocab=None, graph=None, text_embeddings: np.ndarray | None = None, progress: bool = True) -> Path:
+          vocab=None, graph=None, text_embeddings: np.ndarray | None = None, progress: bool = True,
+          evaluator=None) -> Path:
     """Train MedTok and write the final checkpoint to `tcfg.out_dir`; returns that path.
 
     resume_from: a checkpoint directory (its model config is used), or "latest" for the newest
     checkpoint under `tcfg.out_dir` that verifies (a fresh start when there is none).
+    evaluator: with `tcfg.val_every`, a callable model -> {"metric": float, ...} replacing the
+    default validation (`medtok.validation.Validator`), e.g. the subset ablation's kappa by step.
 
     On the CPU this runs with PyTorch's deterministic kernels: the backward pass of the
     attention-key gathers (`kv[keys]`, repeated indices) otherwise accumulates in a
     thread-dependent order with >= 2 threads and every run trains a different tokenizer.
+    `tcfg.threads` sets torch's CPU threads for the run (restored after); the count used is
+    recorded in metrics.json, since results depend on it.
     """
-    with deterministic_on_cpu(None if tcfg.device == "auto" else tcfg.device):
-        return _train(tcfg, mcfg, resume_from, vocab, graph, text_embeddings, progress)
+    prev_threads = torch.get_num_threads()
+    if tcfg.threads:
+        torch.set_num_threads(int(tcfg.threads))
+    try:
+        with deterministic_on_cpu(None if tcfg.device == "auto" else tcfg.device) as det:
+            return _train(tcfg, mcfg, resume_from, vocab, graph, text_embeddings, progress, evaluator, det)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _text_device(tcfg: TrainConfig, acc: Accelerator) -> str:
+    dev = str(tcfg.text_encoder_device)
+    return str(acc.device) if dev == "auto" else dev
 
 
 def _train(tcfg: TrainConfig, mcfg: MedTokConfig | None, resume_from, vocab, graph,
-           text_embeddings: np.ndarray | None, progress: bool) -> Path:
+           text_embeddings: np.ndarray | None, progress: bool, evaluator=None, deterministic: bool = False) -> Path:
     out = Path(tcfg.out_dir)
     if resume_from == "latest":
         resume_from = latest_checkpoint(out)
@@ -334,9 +449,26 @@ def _train(tcfg: TrainConfig, mcfg: MedTokConfig | None, resume_from, vocab, gra
     run_cfg = replace(tcfg, batch_size=tcfg.per_process_batch(acc.num_processes), global_batch_size=None)
     if vocab is None:
         vocab, graph = load_vocabulary(tcfg.vocab_dir, tcfg.systems)
+    reference_graph = graph
     graph = training_graph(vocab, graph, tcfg)
-    x = node_features(vocab, graph, mcfg, text_embeddings, progress=progress and acc.is_main_process)
+    x = node_features(vocab, graph, mcfg, text_embeddings, progress=progress and acc.is_main_process,
+                      device=_text_device(tcfg, acc))
     train_rows = training_rows(vocab, tcfg)
+
+    validate = None
+    if tcfg.val_every:
+        val = validation_mask(vocab, tcfg.heldout_fraction, tcfg.heldout_codes, tcfg.val_exclude_codes,
+                              tcfg.val_fraction, tcfg.val_seed)
+        if tcfg.val_exclude_from_training:
+            train_rows = train_rows[~val[train_rows]]
+        if evaluator is not None:
+            validate = evaluator
+        else:
+            elig = eligible_mask(vocab, tcfg.heldout_fraction, tcfg.heldout_codes, tcfg.val_exclude_codes)
+            vset = ValidationSet.build(vocab, reference_graph, val, elig, tcfg.val_pairs, tcfg.seed)
+            validate = Validator(vset, x, graph, mcfg.max_neighbors, mcfg.modalities == "text", tcfg.val_metric)
+            log.info("validation: %d codes, %d sibling and %d GEM pairs, every %d steps", int(val.sum()),
+                     len(vset.siblings), len(vset.gem), tcfg.val_every)
 
     torch.manual_seed(tcfg.seed)
     model = MedTokModel(mcfg)
@@ -346,6 +478,10 @@ def _train(tcfg: TrainConfig, mcfg: MedTokConfig | None, resume_from, vocab, gra
         model.load_state_dict(state[1])
         opt.load_state_dict(state[2])
         start = state[3]
+    vrec, best_state = (load_validation_state(resume_from) if (validate and state is not None) else (None, None))
+    if validate:
+        vrec = vrec or {"curve": [], "best_step": None, "best_metric": None, "metric": tcfg.val_metric}
+        vrec["curve"] = [r for r in vrec["curve"] if r["step"] <= start]
     module = MedTokTrainingModule(model, run_cfg)
     module, opt = acc.prepare(module, opt)
     log_path = out / "train_log.jsonl"
@@ -357,8 +493,11 @@ def _train(tcfg: TrainConfig, mcfg: MedTokConfig | None, resume_from, vocab, gra
             _truncate_log(log_path, start)
     bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc="medtok",
                disable=not (progress and acc.is_main_process))
-    q_model = acc.unwrap_model(module).model.quantizer
+    core = acc.unwrap_model(module).model
+    q_model = core.quantizer
     t0 = time.perf_counter()
+    # loss terms are summed on the device and read back once per log interval (one host sync)
+    log_keys, log_sum, log_n, restarted_sum = None, None, 0, 0
     for step in bar:
         # seeded per step: dropout masks / aug noise replay identically after a resume
         torch.manual_seed(tcfg.seed * 1_000_003 + step * 101 + acc.process_index)
@@ -377,24 +516,93 @@ def _train(tcfg: TrainConfig, mcfg: MedTokConfig | None, resume_from, vocab, gra
             g = torch.Generator(device="cpu").manual_seed(tcfg.seed * 7919 + step)
             for region in ("text", "graph", "shared"):
                 samples = torch.cat([emb[gr].detach() for gr in GROUPS if GROUP_REGION[gr] == region])
-                restarted += q_model.restart_dead(region, samples.cpu(), tcfg.restart_idle, g)
+                rows = q_model.restart_dead(region, samples.cpu(), tcfg.restart_idle, g, norm=tcfg.restart_norm,
+                                            return_rows=True)
+                restarted += len(rows)
+                if tcfg.restart_reset_optimizer:
+                    reset_optimizer_rows(opt, q_model.codebook, rows)
             if acc.num_processes > 1:  # keep every replica's codebook identical
                 torch.distributed.broadcast(q_model.codebook.data, 0)
                 torch.distributed.broadcast(q_model.idle_steps, 0)
-        usage = float((q_model.idle_steps < tcfg.restart_idle).float().mean())
-        rec = {k: float(v.detach()) for k, v in logs.items()}
-        rec.update(step=step + 1, usage=usage, restarted=restarted, elapsed_s=time.perf_counter() - t0)
-        bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("total", "codebook", "kl", "shared", "specific", "usage")})
-        if acc.is_main_process and (step + 1) % tcfg.log_every == 0:
-            with log_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
+        usage = (q_model.idle_steps < tcfg.restart_idle).float().mean()
+        if log_keys is None:
+            log_keys = list(logs)
+        vals = torch.stack([logs[k].detach().float() for k in log_keys] + [usage.float()])
+        log_sum = vals if log_sum is None else log_sum + vals
+        log_n += 1
+        restarted_sum += restarted
+        if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.steps:
+            means = (log_sum if log_n == 1 else log_sum / log_n).tolist()  # the one host sync
+            rec = dict(zip(log_keys, means[:-1]))
+            rec.update(step=step + 1, usage=means[-1], restarted=restarted_sum, elapsed_s=time.perf_counter() - t0)
+            if log_n > 1:
+                rec["steps_averaged"] = log_n
+            log_sum, log_n, restarted_sum = None, 0, 0
+            bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("total", "codebook", "kl", "shared", "specific", "usage")})
+            if acc.is_main_process and (step + 1) % tcfg.log_every == 0:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        if validate and ((step + 1) % tcfg.val_every == 0 or step + 1 == tcfg.steps):
+            if acc.is_main_process:
+                r = validate(core)
+                r = {"step": step + 1, **r}
+                vrec["curve"].append(r)
+                m = r["metric"]
+                if m == m and (vrec["best_metric"] is None or m > vrec["best_metric"]):  # m == m: not NaN
+                    vrec["best_metric"], vrec["best_step"] = float(m), step + 1
+                    best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                log.info("validation step %d: %s", step + 1, r)
+            core.train()
+        if validate:
+            vrec["step"] = step + 1
         if acc.is_main_process and ((step + 1) % tcfg.save_every == 0 or step + 1 == tcfg.steps):
             if step + 1 == tcfg.steps:
-                save_checkpoint(acc.unwrap_model(module).model, opt, step + 1, tcfg, out)
+                save_checkpoint(core, opt, step + 1, tcfg, out, vrec, best_state, final=True)
             else:
                 with staged_directory(out / f"checkpoint-{step + 1}") as tmp:
-                    save_checkpoint(acc.unwrap_model(module).model, opt, step + 1, tcfg, tmp)
+                    save_checkpoint(core, opt, step + 1, tcfg, tmp, vrec, best_state)
     if acc.is_main_process and start >= tcfg.steps and Path(resume_from).resolve() != out.resolve():
-        save_checkpoint(acc.unwrap_model(module).model, opt, start, tcfg, out)  # nothing left to train
+        save_checkpoint(core, opt, start, tcfg, out, vrec, best_state, final=True)  # nothing left to train
+    if acc.is_main_process and start < tcfg.steps:
+        seconds = time.perf_counter() - t0
+        metrics = {"steps": tcfg.steps, "start_step": start, "seconds": seconds,
+                   "steps_per_s": (tcfg.steps - start) / max(seconds, 1e-9), "threads": torch.get_num_threads(),
+                   "device": str(acc.device), "deterministic_cpu_kernels": bool(deterministic),
+                   "processes": acc.num_processes, "batch_per_process": run_cfg.batch_size, "sampler": tcfg.sampler}
+        if vrec is not None:
+            metrics["validation"] = {**vrec, "selected_step": vrec["best_step"] if tcfg.val_select_best and
+                                     vrec["best_step"] is not None else tcfg.steps}
+            plot_validation_curve(vrec, out / "validation_curve.png")
+        atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=1, default=str) + "\n")
     acc.wait_for_everyone()
     return out
+
+
+def plot_validation_curve(vrec: dict, path: Path) -> Path | None:
+    """validation kappa by step (siblings, GEM, the selection metric); None without matplotlib."""
+    try:
+        import matplotlib  # optional: a plot is a convenience, the curve itself is in metrics.json
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # same optional dependency
+    except ImportError:
+        return None
+    curve = vrec.get("curve") or []
+    if not curve:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    steps = [r["step"] for r in curve]
+    for key, label in (("kappa_siblings", "siblings"), ("kappa_gem", "GEM"), ("metric", "selection metric")):
+        ys = [r.get(key) for r in curve]
+        if any(y is not None for y in ys):
+            ax.plot(steps, [float("nan") if y is None else y for y in ys], marker=".", label=label)
+    if vrec.get("best_step") is not None:
+        ax.axvline(vrec["best_step"], color="grey", ls=":", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation kappa")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path

@@ -15,6 +15,7 @@ from medbase.jsonconfig import JsonConfig
 
 GRAPH_ENCODERS = ("gcn", "gat", "sage")
 MODALITIES = ("both", "text", "graph")
+CODEBOOK_INITS = ("randn", "unit")
 GROUPS = ("text_specific", "graph_specific", "shared_text", "shared_graph")
 # codebook region queried by each token group: shared embeddings share one region
 GROUP_REGION = {"text_specific": "text", "graph_specific": "graph", "shared_text": "shared", "shared_graph": "shared"}
@@ -38,10 +39,54 @@ class MedTokConfig(JsonConfig):
     alpha: float = 0.25                  # commitment weight (Eq. 5)
     beta: float = 0.1                    # shared-token alignment weight
     lam: float = 0.1                     # orthogonality weight (lambda)
-    nce_temperature: float = 0.07
+    # InfoNCE temperatures (not in the paper; 0.07 comes from the official code): the shared term
+    # contrasts q_t^c with q_g^c, the specific term each modality with its augmented view (issue 21)
+    shared_nce_temperature: float = 0.07
+    specific_nce_temperature: float = 0.07
+    nce_weight: float = 1.0              # scale of both InfoNCE terms (0 = the no-InfoNCE ablation)
+    kl_weight: float = 1.0               # scale of the L_KL term
+    codebook_init: str = "randn"         # randn (rows of norm ~sqrt(d)) | unit (the same rows scaled to norm 1)
     modalities: str = "both"             # ablations: "text" (graph edges removed) / "graph" (text replaced by random node ids)
     dropout: float = 0.1
     extra: dict = field(default_factory=dict)
+
+    # settings added after checkpoints were published: written to config.json only when they differ
+    # from their default, so a default config (and every cache key hashed from it) keeps its bytes
+    QUIET_DEFAULTS = {"shared_nce_temperature": 0.07, "specific_nce_temperature": 0.07, "nce_weight": 1.0,
+                      "kl_weight": 1.0, "codebook_init": "randn"}
+
+    def to_dict(self) -> dict:
+        """As saved: equal InfoNCE temperatures are written as the one `nce_temperature` of older
+        configs (same place, same bytes), and the other new settings only when not at their default."""
+        out = {}
+        for k, v in super().to_dict().items():
+            if k == "shared_nce_temperature" and v == self.specific_nce_temperature:
+                out["nce_temperature"] = v
+            elif k == "specific_nce_temperature" and v == self.shared_nce_temperature:
+                continue
+            elif not (k in self.QUIET_DEFAULTS and v == self.QUIET_DEFAULTS[k]):
+                out[k] = v
+        return out
+
+    @classmethod
+    def _normalize_dict(cls, d: dict) -> dict:
+        # configs saved before issue 21 carry one `nce_temperature` for both InfoNCE terms
+        if "nce_temperature" in d:
+            t = d.pop("nce_temperature")
+            d.setdefault("shared_nce_temperature", t)
+            d.setdefault("specific_nce_temperature", t)
+        return d
+
+    @classmethod
+    def _known_keys(cls) -> set[str]:
+        return super()._known_keys() | {"nce_temperature"}
+
+    @property
+    def nce_temperature(self) -> float:
+        """The one InfoNCE temperature of configs before issue 21 (an error once the two differ)."""
+        if self.shared_nce_temperature != self.specific_nce_temperature:
+            raise AttributeError("shared_nce_temperature and specific_nce_temperature differ: read them separately")
+        return self.shared_nce_temperature
 
     def __post_init__(self):
         self.region_fractions = tuple(float(f) for f in self.region_fractions)
@@ -60,8 +105,12 @@ class MedTokConfig(JsonConfig):
             raise ValueError("embed_dim must be divisible by attn_heads")
         if min(self.region_sizes().values()) < self.top_k:
             raise ValueError(f"every codebook region needs >= top_k={self.top_k} entries: {self.region_sizes()}")
-        if self.temperature <= 0 or self.nce_temperature <= 0:
+        if min(self.temperature, self.shared_nce_temperature, self.specific_nce_temperature) <= 0:
             raise ValueError("temperatures must be positive")
+        if self.nce_weight < 0 or self.kl_weight < 0:
+            raise ValueError("nce_weight and kl_weight must be >= 0")
+        if self.codebook_init not in CODEBOOK_INITS:
+            raise ValueError(f"codebook_init must be one of {CODEBOOK_INITS}, got {self.codebook_init!r}")
         if min(self.alpha, self.beta, self.lam) < 0 or not 0 <= self.dropout < 1:
             raise ValueError("alpha, beta, lam must be >= 0 and dropout in [0, 1)")
 

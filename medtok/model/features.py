@@ -15,14 +15,16 @@ from medtok.model.text_encoder import cached_text_embeddings
 
 
 def node_features(vocab, graph, config: MedTokConfig, text_embeddings: np.ndarray | None = None,
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool = True, device: str = "cpu") -> torch.Tensor:
     """[V, text_dim] float32 CPU node features: cached frozen-encoder embeddings of the descriptions
-    (imputed from neighbours where a description is empty), or random ids for the graph-only ablation."""
+    (imputed from neighbours where a description is empty), or random ids for the graph-only ablation.
+    `device`: where the text encoder runs for texts the cache does not hold yet (the features
+    themselves are returned on the CPU)."""
     if config.modalities == "graph":
         return random_node_features(len(vocab), config.text_dim)
     if text_embeddings is None:
         texts = [str(t or "") for t in vocab.codes["description"]]
-        text_embeddings = cached_text_embeddings(texts, config.text_encoder, progress=progress)
+        text_embeddings = cached_text_embeddings(texts, config.text_encoder, progress=progress, device=device)
     if text_embeddings.shape != (len(vocab), config.text_dim):
         raise ValueError(f"text embeddings {text_embeddings.shape} != ({len(vocab)}, text_dim={config.text_dim})")
     has_text = vocab.codes["description"].fillna("").str.strip().to_numpy() != ""

@@ -57,17 +57,22 @@ def distance_kl(dist_a: torch.Tensor, dist_b: torch.Tensor, temperature: float =
     return 0.5 * (kl_ab + kl_ba)
 
 
-def shared_loss(q_t, q_g, e_t, e_g, beta: float, temperature: float = 0.07) -> dict[str, torch.Tensor]:
+def shared_loss(q_t, q_g, e_t, e_g, beta: float, temperature: float = 0.07,
+                nce_weight: float = 1.0) -> dict[str, torch.Tensor]:
     nce = info_nce(q_t, q_g, temperature) + info_nce(q_g, q_t, temperature)
+    if nce_weight != 1.0:  # weight 1 leaves today's graph untouched (bit for bit)
+        nce = nce_weight * nce
     align = alignment(e_t, e_g)
     # paper: -2 * beta * align (one -beta per direction); one -beta here (module docstring)
     return {"shared_nce": nce, "shared_align": align, "shared": nce - beta * align}
 
 
 def specific_loss(q_ts, q_ts_aug, q_gs, q_gs_aug, q_tc, q_gc, lam: float,
-                  temperature: float = 0.07) -> dict[str, torch.Tensor]:
+                  temperature: float = 0.07, nce_weight: float = 1.0) -> dict[str, torch.Tensor]:
     # Eq. 8 contrasts [q^s; e^c of the other modality] across views; the shared part, the same in
     # both views, is left out here (module docstring)
     nce = info_nce(q_ts, q_ts_aug, temperature) + info_nce(q_gs, q_gs_aug, temperature)
+    if nce_weight != 1.0:
+        nce = nce_weight * nce
     orth = orthogonality(q_ts, q_tc) + orthogonality(q_gs, q_gc)
     return {"specific_nce": nce, "specific_orth": orth, "specific": nce + lam * orth}

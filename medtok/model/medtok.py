@@ -44,7 +44,8 @@ class MedTokModel(nn.Module):
         self.text_keys = nn.Linear(c.text_dim, d)
         self.graph_keys = nn.Linear(c.gnn_hidden, d)
         self.cross = CrossModalAttention(d, c.attn_heads, c.dropout)
-        self.quantizer = RegionQuantizer(c.codebook_size, d, c.regions(), c.top_k, c.temperature, c.alpha, c.l2_norm)
+        self.quantizer = RegionQuantizer(c.codebook_size, d, c.regions(), c.top_k, c.temperature, c.alpha, c.l2_norm,
+                                         c.codebook_init)
 
     # ---- embeddings -------------------------------------------------------------
     def node_kv(self, x: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,7 +63,7 @@ class VQOutput(tuple):
 
 class RegionQuantizer(nn.Module):
     def __init__(self, num_embeddings: int, dim: int, regions: dict[str, tuple[int, int]], top_k: int = 4,
-                 temperature: float = 1.0, alpha: float = 0.25, l2_norm: bool = True):
+                 temperature: float = 1.0, alpha: float = 0.25, l2_norm: bool = True, init: str = "randn"):
         super().__init__()
         self.num_embeddings, self.dim, self.top_k = num_embeddings, dim, top_k
         self.temperature, self.alpha, self.l2_norm = temperature, alpha, l2_norm
@@ -71,7 +71,12 @@ class RegionQuantizer(nn.Module):
         ends = sorted(self.regions.values())
         if ends[0][0] != 0 or ends[-1][1] != num_embeddings or any(a[1] != b[0] for a, b in zip(ends, ends[1:])):
             raise ValueError(f"regions {regions} must tile [0, {num_embeddings})")
-        self.codebook = nn.Parameter(torch.randn(num_embeddings, dim))
+        rows = torch.randn(num_embeddings, dim)
+        if init == "unit":  # the same draw scaled to norm 1, the norm restarted rows get (issue 21)
+            rows = F.normalize(rows, dim=-1)
+        elif init != "randn":
+            raise ValueError(f"init must be randn or unit, got {init!r}")
+        self.codebook = nn.Parameter(rows)
         # steps since each entry was last selected (drives dead-entry restarts in training)
         self.register_buffer("idle_steps", torch.zeros(num_embeddings, dtype=torch.long))
 
@@ -145,20 +150,32 @@ class RegionQuantizer(nn.Module):
 
     @torch.no_grad()
     def restart_dead(self, region: str, samples: torch.Tensor, max_idle: int, generator: torch.Generator,
-                     noise: float = 0.05) -> int:
+                     noise: float = 0.05, norm: str = "unit", return_rows: bool = False):
         """Re-seat entries of `region` idle for >= max_idle steps on random `samples` (+ noise).
 
         Not part of the paper (see the module docstring). The random draws come from
         `generator` on its own device (a CPU generator gives the same picks on CPU and CUDA);
-        the new rows are moved to the codebook's device before they are written."""
+        the new rows are moved to the codebook's device before they are written.
+        `norm`: "unit" (today: the prepared sample, unit-norm under `l2_norm`) or "codebook" (the
+        new rows scaled to the mean norm of the rows that stay, so Adam's steps are the same size
+        relative to every row). Returns the number re-seated, or with `return_rows` the global
+        row ids (a CPU tensor; the optimizer state of those rows can then be reset)."""
+        if norm not in ("unit", "codebook"):
+            raise ValueError(f"norm must be unit or codebook, got {norm!r}")
         lo, hi = self.regions[region]
         dead = torch.nonzero(self.idle_steps[lo:hi] >= max_idle).flatten() + lo
         if len(dead) == 0 or len(samples) == 0:
-            return 0
+            return torch.empty(0, dtype=torch.long, device="cpu") if return_rows else 0
         pick = torch.randint(len(samples), (len(dead),), generator=generator, device=generator.device)
         new = self.prepare(samples.detach()[pick.to(samples.device)])
         noise_draw = torch.randn(new.shape, generator=generator, device=generator.device)
         new = new + noise * noise_draw.to(new.device) / self.dim ** 0.5
+        if norm == "codebook":
+            alive = torch.ones(self.num_embeddings, dtype=torch.bool, device=self.codebook.device)
+            alive[dead] = False
+            norms = self.codebook.data.norm(dim=-1)
+            target = norms[alive].mean() if bool(alive.any()) else norms.mean()
+            new = F.normalize(new, dim=-1) * target.to(new.device)
         self.codebook.data[dead] = new.to(self.codebook.device, self.codebook.dtype)
         self.idle_steps[dead] = 0
-        return int(len(dead))
+        return dead.cpu() if return_rows else int(len(dead))

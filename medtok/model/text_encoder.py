@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,16 +58,25 @@ class TextEmbedder:
     """`embed(texts) -> float32 [n, dim]`, L2-normalised as the sentence-transformers model defines."""
 
     def __init__(self, model_path: str | None = None, batch_size: int = 128, bf16: bool | None = None,
-                 max_seq_length: int = 128):
+                 max_seq_length: int = 128, device: str | torch.device = "cpu", threads: int | str | None = None):
+        """device: where the encoder runs ("cpu", "cuda", "cuda:N"; "auto" = CUDA when available).
+        bf16=None: bf16 autocast on CPUs with native bf16, fp32 on CUDA (cached vectors stay comparable).
+        threads: intra-op CPU threads while embedding (None = torch's setting, unchanged; an int; or
+        "free" = the cores not busy with other processes, `free_cpu_threads`)."""
         from sentence_transformers import SentenceTransformer
 
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.model_path = str(model_path or default_text_encoder_path())
-        self.model = SentenceTransformer(self.model_path, device="cpu")
+        self.model = SentenceTransformer(self.model_path, device=str(self.device))
         self.model.eval()
         self.model.max_seq_length = min(self.model.max_seq_length or max_seq_length, max_seq_length)
         self.batch_size = batch_size
-        self.bf16 = cpu_has_bf16() if bf16 is None else bf16
+        on_cpu = self.device.type == "cpu"
+        self.bf16 = (cpu_has_bf16() if on_cpu else False) if bf16 is None else bf16
         self.dim = int(self.model.get_embedding_dimension())
+        self.threads = threads
 
     def identity(self) -> str:
         """Encoder identity for cache keys: path + its config files' content."""
@@ -74,10 +87,16 @@ class TextEmbedder:
                 h.update(p.read_bytes())
         h.update(f"max_seq_length={self.model.max_seq_length}".encode())
         h.update(f"bf16={self.bf16};batches=exact-length".encode())   # what changes the numbers
+        if self.device.type != "cpu":  # other kernels, other last bits: a CPU cache keeps its key
+            h.update(f"device={self.device.type}".encode())
         return h.hexdigest()
 
-    @torch.inference_mode()
     def embed(self, texts: list[str], progress: bool = True) -> np.ndarray:
+        with intra_op_threads(self.threads):
+            return self._embed(texts, progress)
+
+    @torch.inference_mode()
+    def _embed(self, texts: list[str], progress: bool = True) -> np.ndarray:
         uniq: dict[str, int] = {}
         inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
         unique_texts = list(uniq)
@@ -95,16 +114,47 @@ class TextEmbedder:
         out = np.zeros((len(unique_texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(unique_texts), desc="text embeddings", unit="text", disable=not progress)
         for idx in batches:
-            input_ids = torch.tensor([ids[i] for i in idx])
+            input_ids = torch.tensor([ids[i] for i in idx], device=self.device)
             features = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
             if "token_type_ids" in enc:
                 features["token_type_ids"] = torch.zeros_like(input_ids)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 emb = self.model(features)["sentence_embedding"]
-            out[idx] = emb.float().numpy()
+            out[idx] = emb.float().cpu().numpy()
             bar.update(len(idx))
         bar.close()
         return out[inverse]
+
+
+def free_cpu_threads(max_threads: int | None = None) -> int:
+    """Intra-op threads for a CPU shared with other jobs: the cores this process may use minus the
+    1-minute load average of the others (at least 1, at most `max_threads`). Two OpenMP threads
+    spinning against a busy core run far slower than one (issue 21: 50 vs 390 texts/s)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    free = max(1, int(round(cores - load)))
+    return min(free, max_threads or cores)
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | str | None):
+    """torch's intra-op thread count within the block: None leaves it, "free" = `free_cpu_threads()`."""
+    if threads is None:
+        yield torch.get_num_threads()
+        return
+    n = free_cpu_threads(torch.get_num_threads()) if threads == "free" else int(threads)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
@@ -192,14 +242,15 @@ class TextEmbeddingStore:
 
 
 def cached_text_embeddings(texts: list[str], model_path: str | None = None, cache_root: str | Path | None = None,
-                           embedder: TextEmbedder | None = None, progress: bool = True) -> np.ndarray:
+                           embedder: TextEmbedder | None = None, progress: bool = True,
+                           device: str = "cpu", threads: int | str | None = None) -> np.ndarray:
     """Embeddings of `texts` (float32 [n, dim], float16-exact); computed once, then read from the cache.
 
     Every caller gets exactly the stored (float16) values, so training and tokenizing see
     identical features. A full-list `.npz` beside the store makes repeated loads fast; it holds
     the sha256 of its array and is rebuilt from the store when it does not verify.
     """
-    embedder = embedder or TextEmbedder(model_path)
+    embedder = embedder or TextEmbedder(model_path, device=device, threads=threads)
     h = hashlib.sha256(embedder.identity().encode())
     for t in texts:
         h.update(t.encode())
@@ -295,3 +346,74 @@ def benchmark_text_embedder(texts: list[str], model_path: str | None = None, bat
             "cpu_speedup_same_precision": cpu_seconds[f"encode_{top}"] / cpu_seconds[f"ours_{top}"],
             "cpu_speedup_vs_fp32_encode": cpu_seconds["encode_fp32"] / cpu_seconds[f"ours_{top}"],
             "cosine_min_to_fp32_encode": {k: cos_min(v) for k, v in outputs.items() if k != "encode_fp32"}}
+
+
+# ---- speed under load (issue 21): texts/s with 1 / 2 threads, idle and beside a busy core ----------
+_BENCH_CHILD = r"""
+import json, sys, time
+import numpy as np
+import torch
+from medtok.model.text_encoder import TextEmbedder
+cfg = json.loads(sys.argv[1])
+texts = [t for t in open(cfg["texts"], encoding="utf-8").read().split("\n") if t]
+torch.set_num_threads(cfg["threads"])
+emb = TextEmbedder(cfg.get("model_path"), bf16=cfg.get("bf16"), threads="free" if cfg["policy"] == "free" else None)
+emb.embed(texts[:64], progress=False)  # warm-up: kernels picked, buffers allocated
+best = None
+for _ in range(cfg["repeats"]):
+    t0 = time.perf_counter()
+    emb.embed(texts, progress=False)
+    dt = time.perf_counter() - t0
+    best = dt if best is None else min(best, dt)
+print(json.dumps({"seconds": best, "texts_per_s": len(texts) / best}))
+"""
+
+_BUSY_LOOP = "import time\nwhile True:\n    sum(i * i for i in range(100000))\n"
+
+
+def benchmark_threads_under_load(texts: list[str], threads=(1, 2), competitors=(0, 1),
+                                 policies=("active", "passive", "free"), model_path: str | None = None,
+                                 bf16: bool | None = None, repeats: int = 2, timeout_s: float = 1800) -> list[dict]:
+    """Texts/s of `TextEmbedder.embed` per (policy, threads, competitors), each in a fresh process.
+
+    policy "active": OpenMP's default spin-waiting threads (today); "passive": OMP_WAIT_POLICY=PASSIVE
+    (threads sleep instead of spinning; it must be set before torch starts, hence the fresh
+    process); "free": `TextEmbedder(threads="free")`, intra-op threads chosen from the cores not
+    busy (`free_cpu_threads`, capped by `threads`). competitors: how many CPU-bound processes (a
+    pure-Python loop, one core each) run beside it. Slow (minutes): run it by hand, e.g.
+        python scripts/bench_text_threads.py --n-texts 3000 --out runs/bench/text_threads.json
+    Returns one dict per cell, with the machine's core count and the load average at its start."""
+    import tempfile
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "texts.txt"
+        path.write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
+        for n_comp in competitors:
+            busy = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(n_comp)]
+            try:
+                if busy:
+                    time.sleep(2.0)  # let the competitors reach full speed
+                for policy in policies:
+                    for n in threads:
+                        env = dict(os.environ)
+                        env.pop("OMP_WAIT_POLICY", None)
+                        if policy == "passive":
+                            env["OMP_WAIT_POLICY"] = "PASSIVE"
+                        cfg = {"texts": str(path), "threads": int(n), "policy": policy, "model_path": model_path,
+                               "bf16": bf16, "repeats": int(repeats)}
+                        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+                        p = subprocess.run([sys.executable, "-c", _BENCH_CHILD, json.dumps(cfg)], env=env,
+                                           capture_output=True, text=True, timeout=timeout_s)
+                        row = {"policy": policy, "threads": int(n), "competitors": int(n_comp), "n_texts": len(texts),
+                               "cores": os.cpu_count(), "load_avg_1m_at_start": load}
+                        if p.returncode == 0:
+                            row.update(json.loads(p.stdout.strip().splitlines()[-1]))
+                        else:
+                            row["error"] = p.stderr[-2000:]
+                        results.append(row)
+            finally:
+                for b in busy:
+                    b.kill()
+                    b.wait()
+    return results
