@@ -16,6 +16,8 @@ differ only on vocabulary codes (ICD-9/10 diagnoses and procedures, ATC):
 | text            | frozen MiniLM description vector -> learned Linear    | same path (every vocabulary code has a description)  |
 | medtok[-text|-graph|-n3000] | frozen MedTok quantized vectors [4, 64] -> learned Linear | same path: MedTok tokenizes unseen codes from their text and graph (inductive) |
 | medtok-ids      | MedTok token ids -> learned codebook-sized embedding, weighted mean | same path                                   |
+| X+flat (X = text, medtok[-text|-graph|-n3000]) | X's projected frozen vector + learned per-code row initialised at 0 | X's projected vector alone |
+| X-init          | trainable per-code row initialised by a fixed PCA map of X's vector (fitted on train-seen codes) | the same fixed map of its vector |
 
 A vocabulary code outside the tokenizer's code systems (e.g. an ATC code for a MedTok trained
 on ICD-9) is counted as `out_of_system` and gets the UNK row, like an unseen code. `hier-XYZ`
@@ -39,6 +41,14 @@ MEDTOK_SPECS = {"medtok": "both-n12000", "medtok-text": "text-n12000", "medtok-g
 DEFAULT_TOKENIZERS = ["flat", "hier-111", "text", "medtok", "medtok-text", "medtok-graph", "medtok-ids"]
 ABLATION_TOKENIZERS = [f"hier-{a}{b}{c}" for a in "01" for b in "01" for c in "01"]
 _HIER = re.compile(r"^hier(?:-([01]{3}))?(-tok)?$")
+# issue 22: the MedTok paper's integration (Appendix B.3: the vectors INITIALISE the model's code
+# embeddings, then train) beside today's frozen arms. X+flat: projected frozen vector + a
+# learned per-code row initialised at zero; X-init: a trainable per-code table initialised by a
+# fixed PCA map of X. X in INTEGRATION_BASES.
+INTEGRATION_BASES = ("text", "medtok", "medtok-text", "medtok-graph", "medtok-n3000")
+INTEGRATIONS = {"+flat": "plus-flat", "-init": "init"}
+INTEGRATION_TOKENIZERS = [f"{x}{suffix}" for x in ("medtok", "text") for suffix in INTEGRATIONS]
+_INTEGRATION = re.compile(r"^(" + "|".join(re.escape(b) for b in INTEGRATION_BASES) + r")(\+flat|-init)$")
 
 
 def parse_spec(spec: str) -> dict:
@@ -53,8 +63,12 @@ def parse_spec(spec: str) -> dict:
         return {"family": "text"}
     if spec in MEDTOK_SPECS:
         return {"family": "medtok-ids" if spec == "medtok-ids" else "medtok", "variant": MEDTOK_SPECS[spec]}
+    m = _INTEGRATION.match(spec)
+    if m:
+        base = parse_spec(m.group(1))
+        return {**base, "integration": INTEGRATIONS[m.group(2)]}
     raise KeyError(f"unknown tokenizer {spec!r}; known: flat, hier[-XYZ][-tok] (XYZ in 0/1), text, "
-                   f"{', '.join(MEDTOK_SPECS)}")
+                   f"{', '.join(MEDTOK_SPECS)}, and X+flat / X-init for X in {', '.join(INTEGRATION_BASES)}")
 
 
 class CodeSpace:
@@ -271,6 +285,8 @@ def make_tokenizer(spec: str, d: int, space: CodeSpace, train_seen: np.ndarray, 
         if p["levels"] == (0, 0, 0):
             return FlatTokenizer(spec, d, space, train_seen, res)
         return HierTokenizer(spec, d, space, train_seen, res, p["levels"], p["mode"])
+    if p.get("integration"):
+        return _integration_tokenizer(spec, p, d, space, train_seen, res)
     if fam == "text":
         if res.text is None:
             raise ValueError("text tokenizer needs Resources.text")
@@ -288,6 +304,110 @@ def make_tokenizer(spec: str, d: int, space: CodeSpace, train_seen: np.ndarray, 
                            "frozen MedTok quantized vectors of any code in the checkpoint's systems (inductive: from "
                            "its text and graph), learned projection; codes outside those systems: UNK row",
                            out_of_system=_oos(res, found))
+
+
+class VectorPlusFlatTokenizer(VectorTokenizer):
+    """`X+flat`: the frozen vector through the learned projection, plus a learned per-code row
+    (initialised at ZERO) for every train-seen code with a vector. At initialisation it gives
+    exactly the vectors of the frozen arm X; training can move each seen code away from its
+    projection. A code never seen in training has the zero row (row 0, `padding_idx`: no
+    gradient, no weight decay moves it): the projected vector alone."""
+
+    def __init__(self, spec, d, space, train_seen, res, vectors, found, rule, out_of_system=None):
+        super().__init__(spec, d, space, train_seen, res, vectors, found, rule, out_of_system)
+        has = found.astype(bool).copy()
+        has[0] = False
+        seen_vec = has & train_seen.astype(bool)
+        rows, n = _lookup_rows(range(len(has)), set(np.flatnonzero(seen_vec).tolist()))
+        self.register_buffer("delta_row", torch.from_numpy(rows), persistent=False)
+        self.delta = nn.Embedding(n, d, padding_idx=0)
+        nn.init.zeros_(self.delta.weight)
+        self.counts["plus_flat_rows"] = n - 1
+
+    def code_vectors(self, codes):
+        v = self.proj(self.frozen_vec[codes].float()) + self.delta(self.delta_row[codes])
+        return torch.where(self.has_vec[codes].unsqueeze(-1), v, self.flat(self.flat_row[codes]))
+
+
+def pca_map(vectors: np.ndarray, fit_rows: np.ndarray, d: int, target_std: float = 0.02) -> tuple[np.ndarray, np.ndarray, float]:
+    """The fixed map of `X-init`: PCA of the vectors of the `fit_rows` codes (centred; the top
+    `d` right singular vectors; components beyond the rank are zero), scaled so the mapped
+    fit rows have overall standard deviation `target_std` (the flat table's init scale).
+    Returns (mean [F], components [F, d], scale); map(x) = scale * (x - mean) @ components."""
+    X = vectors.reshape(len(vectors), -1).astype(np.float64)
+    F = X[fit_rows] if len(fit_rows) else X[:0]
+    mean = F.mean(0) if len(F) else np.zeros(X.shape[1])
+    comp = np.zeros((X.shape[1], d))
+    if len(F) > 1:
+        _, _, vt = np.linalg.svd(F - mean, full_matrices=False)
+        k = min(d, vt.shape[0])
+        comp[:, :k] = vt[:k].T
+        # a fixed sign per component (SVD signs are arbitrary): the largest |loading| positive
+        sgn = np.sign(comp[np.abs(comp).argmax(0), np.arange(d)])
+        comp = comp * np.where(sgn == 0, 1.0, sgn)
+    z = (F - mean) @ comp if len(F) else np.zeros((0, d))
+    sd = float(z.std()) if z.size else 0.0
+    scale = target_std / sd if sd > 0 else 1.0
+    return mean, comp, scale
+
+
+class VectorInitTokenizer(CodeTokenizer):
+    """`X-init` (the MedTok paper's protocol): a trainable per-code table whose row for every
+    train-seen code with a vector starts from X mapped to the model width by a fixed PCA map
+    (`pca_map`, fitted on the train-seen codes' vectors), then trains like flat. A code never
+    seen in training gets the same fixed map of its vector (a frozen buffer: nothing trains it);
+    codes without a vector: the flat table (UNK row when unseen)."""
+
+    def __init__(self, spec, d, space, train_seen, res, vectors, found, rule, out_of_system=None):
+        has = found.astype(bool).copy()
+        has[0] = False
+        oos = out_of_system if out_of_system is not None else np.zeros_like(has)
+        super().__init__(spec, d, space, train_seen, res, own=has | oos)
+        self.unseen_rule = rule
+        seen_vec = has & train_seen.astype(bool)
+        mean, comp, scale = pca_map(vectors, np.flatnonzero(seen_vec), d)
+        X = vectors.reshape(len(vectors), -1).astype(np.float64)
+        mapped = (scale * (X - mean) @ comp).astype(np.float32)
+        mapped[~has] = 0.0
+        self.register_buffer("frozen_mapped", torch.from_numpy(mapped), persistent=False)
+        rows, n = _lookup_rows(range(len(has)), set(np.flatnonzero(seen_vec).tolist()))
+        self.register_buffer("init_row", torch.from_numpy(rows), persistent=False)
+        self.register_buffer("seen_vec", torch.from_numpy(seen_vec), persistent=False)
+        self.register_buffer("has_vec", torch.from_numpy(has), persistent=False)
+        table = np.zeros((n, d), dtype=np.float32)
+        table[rows[seen_vec]] = mapped[seen_vec]
+        self.table = nn.Embedding(n, d)
+        with torch.no_grad():
+            self.table.weight.copy_(torch.from_numpy(table))
+        self.map_info = {"pca_fit_codes": int(seen_vec.sum()), "pca_scale": scale,
+                         "pca_components": int(min(d, max(int(seen_vec.sum()) - 1, 0)))}
+        self.counts.update(init_rows=n - 1, frozen_vectors=int(has.sum()), out_of_system=int(oos[1:].sum()),
+                           unseen_fixed_map=int((has & ~train_seen.astype(bool)).sum()))
+
+    def code_vectors(self, codes):
+        learned = self.table(self.init_row[codes])
+        v = torch.where(self.seen_vec[codes].unsqueeze(-1), learned, self.frozen_mapped[codes])
+        return torch.where(self.has_vec[codes].unsqueeze(-1), v, self.flat(self.flat_row[codes]))
+
+    def describe(self):
+        return {**super().describe(), **self.map_info}
+
+
+def _integration_tokenizer(spec, p, d, space, train_seen, res) -> CodeTokenizer:
+    cls = VectorPlusFlatTokenizer if p["integration"] == "plus-flat" else VectorInitTokenizer
+    what = ("projected frozen vector + learned per-code row initialised at zero (unseen: projection alone)"
+            if cls is VectorPlusFlatTokenizer else
+            "trainable per-code table initialised by a fixed PCA map of the vector (unseen: the fixed map)")
+    if p["family"] == "text":
+        if res.text is None:
+            raise ValueError(f"{spec} needs Resources.text")
+        return cls(spec, d, space, train_seen, res, res.text, res.text_found, f"MiniLM description vector: {what}")
+    variant = p["variant"]
+    if variant not in res.medtok:
+        raise ValueError(f"{spec} needs MedTok vectors of variant {variant!r} in Resources.medtok")
+    vec, _, _, found = res.medtok[variant]
+    return cls(spec, d, space, train_seen, res, vec, found, f"MedTok quantized vectors: {what}; codes outside the "
+               "checkpoint's systems: UNK row", out_of_system=_oos(res, found))
 
 
 def full_vocab_footprint(spec: str, d: int, n_codes: int, level_rows: dict | None = None, text_dim: int = 384,
@@ -315,5 +435,11 @@ def full_vocab_footprint(spec: str, d: int, n_codes: int, level_rows: dict | Non
         cb = int(p["variant"].split("-n")[1]) if "-n" in p["variant"] else codebook_size
         out.update(trainable_params=cb * d, learned_bytes=cb * d * 4,
                    frozen_bytes=n_codes * 4 * medtok_k * (4 + 2))
+    if p.get("integration"):      # + one learned row per code (X+flat: zero-initialised; X-init: the table)
+        rows = n_codes * d
+        if p["integration"] == "init":
+            out.update(trainable_params=rows, learned_bytes=rows * 4)
+        else:
+            out.update(trainable_params=out["trainable_params"] + rows, learned_bytes=out["learned_bytes"] + rows * 4)
     out["total_bytes"] = out["learned_bytes"] + out["frozen_bytes"]
     return out
