@@ -14,6 +14,8 @@ on every shard of every task build.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from ehr.synthetic.cohort import SyntheticConfig, write_synthetic_meds
 from ehr.tasks.base import TaskNotSupported
 from ehr.tasks.build import build_task, summarize
 from ehr.tasks.registry import DEFAULT_SUITE, TASKS, get_task
+from ehr.tasks.stays import stay_stats
 from medbase.atomic import atomic_write_text
 from medbase.jsonconfig import JsonConfig
 
@@ -179,8 +182,31 @@ def label_meds_dir(meds_dir: str | Path, tasks: list, progress: bool = True, wor
 
 
 def run_ehr_data(cfg: EhrDataConfig) -> dict:
-    """Convert (or generate), label, print the tables, write `out/report.json`."""
+    """Convert (or generate), label, print the tables, write `out/report.json`.
+
+    Everything is written into a staging directory beside `out` (`.<name>.staging-*`) that is
+    renamed into place only when the whole run succeeds; a failed run leaves `out` as it was
+    (an earlier output stays whole) and removes the staging directory."""
     out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        report = _run_into(cfg, stage, out)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / "prev")
+        stage.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return report
+
+
+def _run_into(cfg: EhrDataConfig, stage: Path, final: Path) -> dict:
+    out = stage
     t0 = time.perf_counter()
     report: dict = {"config": cfg.to_dict()}
     if cfg.dataset == "synthetic":
@@ -202,16 +228,34 @@ def run_ehr_data(cfg: EhrDataConfig) -> dict:
         report["unmapped_codes"] = unmapped.height
         report["rows"] = ledger.to_dicts()
     report["splits"] = meds_io.validate_meds_dir(out)["splits"]
+    report["stays"] = stay_report(out)
     t1 = time.perf_counter()
     tasks = resolve_tasks(cfg.tasks)
     stats = label_meds_dir(out, tasks, progress=cfg.progress, workers=cfg.workers) if tasks else []
+    for st in stats:     # name the files where they will be once the run is renamed into place
+        if "labels_file" in st:
+            st["labels_file"] = str(final / Path(st["labels_file"]).relative_to(out))
     report["tasks"] = stats
     report["seconds"] = {"convert": round(t1 - t0, 3), "label": round(time.perf_counter() - t1, 3),
                          "total": round(time.perf_counter() - t0, 3)}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+    report["config"]["out"] = str(final)
     if cfg.print_tables:
         print(render(report, stats, coverage, unmapped, ledger, cfg.top_n))
     return report
+
+
+def stay_report(meds_dir: Path) -> dict:
+    """Stay pairing over the dataset (summed over shards; a subject is whole in one shard):
+    admissions, stays, pairs made by admission id, admissions dropped, orphan discharges,
+    overlapping stays, and source rows dated outside the stay their admission id names."""
+    total: dict[str, int] = {}
+    for path in meds_io.shard_paths(meds_dir):
+        for k, v in stay_stats(meds_io.read_shard(path)).items():
+            total[k] = total.get(k, 0) + int(v)
+    total["rule_rows_outside_their_stay"] = ("kept at their own time; they belong to the stay their admission id "
+                                             "names (stay code flags, drug labels, phenotypes, exclusions)")
+    return total
 
 
 def render(report, stats, coverage, unmapped, ledger, top_n: int) -> str:
@@ -220,6 +264,12 @@ def render(report, stats, coverage, unmapped, ledger, top_n: int) -> str:
              f"{report['config']['out']}  (convert {report['seconds']['convert']:.1f} s, "
              f"label {report['seconds']['label']:.1f} s)",
              "splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items())]
+    if report.get("stays"):
+        st = report["stays"]
+        parts.append(f"stays: {st['stays']:,} of {st['admissions']:,} admissions ({st['paired_by_admission_id']:,} paired "
+                     f"by admission id); {st['overlapping_stays']} overlapping; rows dated outside their stay "
+                     f"(kept, assigned by id): dx {st['dx_rows_dated_outside_their_stay']}, "
+                     f"px {st['px_rows_dated_outside_their_stay']}, drug {st['drug_rows_dated_outside_their_stay']}")
     if stats:
         parts.append(task_table(stats))
     elif isinstance(report.get("tasks"), str):

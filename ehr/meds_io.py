@@ -8,7 +8,8 @@ Layout written:
 
 Every table is cast to the `meds` pyarrow schema and validated before it is written, so a
 directory this module writes is one other MEDS tools read (`meds_reader_convert`, ACES).
-Reading accepts any MEDS directory (shards in nested folders too, extra columns dropped).
+Reading accepts any MEDS directory (shards in nested folders too; extra columns other than
+`admission_id` dropped, `admission_id` null when absent).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehr.schema import CODE, EVENT_SCHEMA, SPLITS, SUBJECT_ID, TIME, conform_events
+from ehr.schema import ADMISSION_ID, CODE, EVENT_SCHEMA, SPLITS, SUBJECT_ID, TIME, conform_events
 from medbase.atomic import atomic_path, atomic_write_text
 
 DATA_DIR, CODES_FILE, SPLITS_FILE, DATASET_FILE = ("data", "metadata/codes.parquet",
@@ -35,9 +36,13 @@ class MedsValidationError(ValueError):
 
 # ---- writing --------------------------------------------------------------------------
 def events_to_arrow(df: pl.DataFrame) -> pa.Table:
-    """The five MEDS columns, cast to `meds.DataSchema` and validated."""
+    """The five MEDS columns cast to `meds.DataSchema`, plus the nullable extra column
+    `admission_id` (int64; MEDS allows extra columns), validated."""
+    if ADMISSION_ID not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias(ADMISSION_ID))
     t = df.select(list(EVENT_SCHEMA)).to_arrow()
-    t = t.cast(meds.DataSchema.schema())
+    schema = meds.DataSchema.schema()
+    t = t.cast(pa.schema(list(schema) + [pa.field(ADMISSION_ID, pa.int64(), nullable=True)]))
     meds.DataSchema.validate(t)
     return t
 
@@ -106,7 +111,7 @@ def shard_paths(meds_dir: str | Path) -> list[Path]:
 
 
 def read_shard(path: str | Path) -> pl.DataFrame:
-    """One shard as the project's event frame (the five MEDS columns, conformed)."""
+    """One shard as the project's event frame (the MEDS columns + admission_id, conformed)."""
     lf = pl.scan_parquet(path)
     have = lf.collect_schema().names()
     cols = [c for c in EVENT_SCHEMA if c in have]

@@ -28,6 +28,12 @@ import polars as pl
 
 SUBJECT_ID, TIME, CODE, NUMERIC_VALUE, TEXT_VALUE = "subject_id", "time", "code", "numeric_value", "text_value"
 PREDICTION_TIME = "prediction_time"
+# An extra, nullable column (MEDS allows extra data columns): the source's own id of the
+# hospital stay an event belongs to (MIMIC `hadm_id`, eICU `patienthealthsystemstayid`), null
+# where the source has none (static rows, births, deaths, a foreign MEDS dataset without it).
+# Stays are paired and events assigned to stays by it (`ehr.tasks.stays`); written, read and
+# imported with the MEDS columns.
+ADMISSION_ID = "admission_id"
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     SUBJECT_ID: pl.Int64,
@@ -35,7 +41,9 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     CODE: pl.String,
     NUMERIC_VALUE: pl.Float32,
     TEXT_VALUE: pl.String,
+    ADMISSION_ID: pl.Int64,
 }
+MEDS_COLUMNS = (SUBJECT_ID, TIME, CODE, NUMERIC_VALUE, TEXT_VALUE)   # the five of `meds.DataSchema`
 
 BIRTH = "MEDS_BIRTH"
 DEATH = "MEDS_DEATH"

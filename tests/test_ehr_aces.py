@@ -50,11 +50,23 @@ def test_labels_equal_aces_on_mimic3_demo(tmp_path):
     ev = meds_io.read_meds(tmp_path / "m3")
     shards = meds_io.shard_paths(tmp_path / "m3")
     sizes = {}
+    # ACES predicates see codes and times, not admission ids: a stay whose drug rows the source
+    # dates outside it (subject 10088, admission 169938: prescriptions dated decades away) has
+    # a drug for us (assigned by hadm_id) and none for ACES. Those stays, and only those, differ.
+    by_time = ev.drop("admission_id")
     for key in TASKS:
         ours, theirs = ours_and_aces(key, ev, shards)
-        c = compare(ours, theirs)
+        name, preset = key.split("/")
+        ours_by_time = get_task(name, preset).label(by_time)
+        c = compare(ours_by_time, theirs)
         assert c["only_ours"] == c["only_aces"] == c["label_disagree"] == 0, (key, c)
+        c = compare(ours, theirs)
+        extra = ours.join(ours_by_time, on=["subject_id", "prediction_time"], how="anti")
+        assert c["only_aces"] == c["label_disagree"] == 0 and c["only_ours"] == extra.height, (key, c)
+        assert set(extra["subject_id"]) <= {10088}
         sizes[key] = c["ours"]
+    assert sizes["mortality/paper"] == 26 and compare(get_task("mortality", "paper").label(by_time),
+                                                       get_task("mortality", "paper").label(ev))["only_ours"] == 0
     assert sizes["mortality/in_hospital_early"] > 100 and sizes["mortality/paper"] > 20
 
 

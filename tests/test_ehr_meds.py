@@ -43,15 +43,15 @@ def via_meds_reader(meds_dir: Path, db: Path) -> pl.DataFrame:
     with meds_reader.SubjectDatabase(str(db)) as database:
         for sid in database:
             for e in database[sid].events:
-                rows.append((sid, e.time, e.code, e.numeric_value, e.text_value))
+                rows.append((sid, e.time, e.code, e.numeric_value, e.text_value, e.admission_id))
     return pl.DataFrame(rows, orient="row", schema={"subject_id": pl.Int64, "time": pl.Datetime("us"),
                                                     "code": pl.String, "numeric_value": pl.Float32,
-                                                    "text_value": pl.String})
+                                                    "text_value": pl.String, "admission_id": pl.Int64})
 
 
 def canon(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select("subject_id", "time", "code", "numeric_value", "text_value").sort(
-        ["subject_id", "time", "code", "text_value"], nulls_last=False)
+    return df.select("subject_id", "time", "code", "numeric_value", "text_value", "admission_id").sort(
+        ["subject_id", "time", "code", "text_value", "admission_id"], nulls_last=False)
 
 
 @pytest.fixture(scope="module")

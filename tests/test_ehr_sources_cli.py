@@ -36,7 +36,8 @@ def test_convert_label_and_print(tmp_path, vocab_dir, capsys):
     assert rep["convert"]["events"] == 34 and rep["convert"]["shards"] == 3
     on_disk = json.loads((tmp_path / "a" / "report.json").read_text())
     assert [t["preset"] for t in on_disk["tasks"]] == ["in_hospital_early", "pyhealth_10class",
-                                                       "admission_10class", "ehrshot_long_los", "paper_5drugs"]
+                                                       "admission_10class", "ehrshot_long_los", "pyhealth_unit_10class",
+                                                       "paper_5drugs"]
     mort = on_disk["tasks"][0]
     assert mort["samples"] == 4 and mort["guards"]["inputs_before_prediction_time"] == "ok"
     t = pq.read_table(tmp_path / "a" / "labels" / "mortality.in_hospital_early.parquet")

@@ -5,7 +5,7 @@ checks with `add_reason`, and calls `Context.settle`: the table is written once 
 directory (a streaming sink: bounded memory), the rows flagged `_reason` are counted per
 reason and dropped, rows flagged `_note` are counted and kept, and the good rows come back
 as a lazy scan. Converters return *stage-1 events*: lazy frames with the MEDS columns plus
-`_family` / `_raw` (source code to map), `_ndc`, and the tie-break at equal times: `_stay`
+`_family` / `_raw` (source code to map), `_ndc`, `admission_id` (the source's stay id), and the tie-break at equal times: `_stay`
 (start of the hospital stay the event belongs to) then `_order`.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from ehr.sources.codes import CodeResolver
-from ehr.sources.tables import NOTE, REASON, ROW_HASH, TableSpec, parse_table, require_table, find_table, scan_text_csv
+from ehr.sources.tables import NOTE, REASON, ROW_HASH, SourceTableError, TableSpec, parse_table, require_table, find_table, scan_text_csv
 
 # Ties at one time sort by the start of the event's hospital stay (`_stay`; the event's own
 # time when it belongs to none), so a stay that ends at t comes before one that starts at t,
@@ -29,6 +29,7 @@ ORDER = {"birth": 0, "admission": 1, "icu_discharge": 2, "icu_admission": 3, "cl
 STAGE1_SCHEMA = {
     "subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32,
     "text_value": pl.String, "_family": pl.String, "_raw": pl.String, "_ndc": pl.String, "_stay": pl.Datetime("us"), "_order": pl.Int64,
+    "admission_id": pl.Int64,
 }
 
 
@@ -77,6 +78,7 @@ class Context:
     extra_codes: pl.DataFrame | None = None   # an imported MEDS dataset's own codes.parquet
     progress: bool = False
     _bar: object = None
+    _paths: dict = field(default_factory=dict)
 
     def read(self, name: str, spec: TableSpec) -> pl.LazyFrame | None:
         """The parsed table (with `_reason` / `_note`), or None for an absent optional table."""
@@ -84,6 +86,7 @@ class Context:
         if path is None:
             self.ledger.add(self.dataset, name, f"table absent ({spec.file}.csv[.gz])", 1, action="noted")
             return None
+        self._paths[name] = path
         notes: list[tuple[str, str]] = []
         lf = parse_table(scan_text_csv(path, self.workdir / "decompressed"), spec, notes)
         for _, text in notes:
@@ -100,7 +103,14 @@ class Context:
             self._bar = tqdm(desc=f"{self.dataset}: read tables", unit=" table")
         if self._bar is not None:
             self._bar.set_postfix_str(name)
-        lf.sink_parquet(path)
+        try:
+            lf.sink_parquet(path)
+        except pl.exceptions.ComputeError as e:
+            src = self._paths.get(name, name)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SourceTableError(
+                f"{self.dataset}: {src}: not a readable CSV table ({first}); fix: repair the file (a row with "
+                "more fields than the header is usually an unquoted comma: quote that field) and run again") from None
         if self._bar is not None:
             self._bar.update(1)
         scan = pl.scan_parquet(path)
@@ -124,8 +134,9 @@ class Context:
 
 
 def stage1(lf: pl.LazyFrame, *, subject="subject_id", time, code=None, order: str = "clinical",
-           family=None, raw=None, text=None, ndc=None, stay=None) -> pl.LazyFrame:
-    """Shape a frame into stage-1 events. Arguments are column names or expressions."""
+           family=None, raw=None, text=None, ndc=None, stay=None, admission_id=None) -> pl.LazyFrame:
+    """Shape a frame into stage-1 events. Arguments are column names or expressions;
+    `admission_id`: the source's id of the hospital stay the row belongs to (null: none)."""
     def ex(v, dtype):
         if v is None:
             return pl.lit(None, dtype=dtype)
@@ -135,7 +146,8 @@ def stage1(lf: pl.LazyFrame, *, subject="subject_id", time, code=None, order: st
         ex(code, pl.String).alias("code"), pl.lit(None, dtype=pl.Float32).alias("numeric_value"),
         ex(text, pl.String).alias("text_value"), ex(family, pl.String).alias("_family"),
         ex(raw, pl.String).alias("_raw"), ex(ndc, pl.String).alias("_ndc"),
-        ex(stay, pl.Datetime("us")).alias("_stay"), pl.lit(ORDER[order], dtype=pl.Int64).alias("_order"))
+        ex(stay, pl.Datetime("us")).alias("_stay"), pl.lit(ORDER[order], dtype=pl.Int64).alias("_order"),
+        ex(admission_id, pl.Int64).alias("admission_id"))
 
 
 def end_of_day_rule(date: pl.Expr, disch: pl.Expr) -> pl.Expr:

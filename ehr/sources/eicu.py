@@ -22,6 +22,9 @@ the hospital discharge year and the hospital admission time of day. The rule use
   else ICD-10 (an ambiguous "V12.5" is read as ICD-9, eICU lists ICD-9 first). Option
   `eicu_icd`: "both" (default) keeps every code, "icd9" / "icd10" keep one version when the
   field has it. An empty field keeps the diagnosis string (`DIAGNOSIS//EICU//<path>`);
+- every event of a hospital stay carries `patienthealthsystemstayid` as its `admission_id`
+  (stays are paired and rows assigned by it); ICU markers of a unit stay are paired within
+  their hospital stay in time order (unit stays of one hospital stay do not overlap);
 - medication at `drugstartoffset`; cancelled orders (`drugordercancelled` = Yes) skipped;
   an empty drugname with a HICL number becomes "HICL <n>"; treatments at `treatmentoffset`.
 """
@@ -128,13 +131,13 @@ def convert_eicu(ctx: Context) -> list[pl.LazyFrame]:
         stage1(first.filter(pl.col("gender").is_not_null()), time=pl.lit(None), code=_gender_code(), order="birth"),
         stage1(aged, time=birth, code=pl.lit("MEDS_BIRTH"), order="birth"),
         stage1(deaths, time="_death", code=pl.lit("MEDS_DEATH"), order="death"),
-        stage1(hs, time="_hadmit", order="admission", stay="_hadmit", code=ADMISSION_PREFIX + pl.col("admit_source").fill_null("UNKNOWN")),
-        stage1(hs, time="_hdisch", order="discharge", stay="_hadmit",
+        stage1(hs, time="_hadmit", order="admission", stay="_hadmit", admission_id="hosp_stay", code=ADMISSION_PREFIX + pl.col("admit_source").fill_null("UNKNOWN")),
+        stage1(hs, time="_hdisch", order="discharge", stay="_hadmit", admission_id="hosp_stay",
                code=DISCHARGE_PREFIX + pl.col("disch_location").fill_null("UNKNOWN")),
-        stage1(units, time="_uadmit", order="icu_admission", stay="_hadmit", code=ICU_ADMISSION_PREFIX + pl.col("unittype").fill_null("UNKNOWN")),
-        stage1(units, time="_udisch", order="icu_discharge", stay="_hadmit", code=ICU_DISCHARGE_PREFIX + pl.col("unittype").fill_null("UNKNOWN")),
+        stage1(units, time="_uadmit", order="icu_admission", stay="_hadmit", admission_id="hosp_stay", code=ICU_ADMISSION_PREFIX + pl.col("unittype").fill_null("UNKNOWN")),
+        stage1(units, time="_udisch", order="icu_discharge", stay="_hadmit", admission_id="hosp_stay", code=ICU_DISCHARGE_PREFIX + pl.col("unittype").fill_null("UNKNOWN")),
     ]
-    unit_times = units.select("unit_stay", pl.col("subject_id").alias("_sid"), "_uadmit", "_hadmit")
+    unit_times = units.select("unit_stay", pl.col("subject_id").alias("_sid"), "_uadmit", "_hadmit", "hosp_stay")
 
     def timed(lf: pl.LazyFrame) -> pl.LazyFrame:
         lf = lf.join(unit_times, on="unit_stay", how="left")
@@ -157,8 +160,8 @@ def convert_eicu(ctx: Context) -> list[pl.LazyFrame]:
     if ctx.eicu_icd != "both":
         want = "dx_" + ctx.eicu_icd
         coded = coded.filter((pl.col("_fam") == want) | ~(pl.col("_fam") == want).any().over("_row"))
-    events.append(stage1(coded, subject="_sid", time="_t", stay="_hadmit", family="_fam", raw="_tok"))
-    events.append(stage1(dx.filter(pl.col("icd9code").is_null()), subject="_sid", time="_t", stay="_hadmit",
+    events.append(stage1(coded, subject="_sid", time="_t", stay="_hadmit", admission_id="hosp_stay", family="_fam", raw="_tok"))
+    events.append(stage1(dx.filter(pl.col("icd9code").is_null()), subject="_sid", time="_t", stay="_hadmit", admission_id="hosp_stay",
                          family=pl.lit("dx_text"), raw="diagnosisstring"))
 
     med = ctx.read("medication", EICU["medication"])
@@ -169,11 +172,11 @@ def convert_eicu(ctx: Context) -> list[pl.LazyFrame]:
         med = add_note(med, pl.col("drugname").is_null(), "empty drugname (HICL number kept)")
         med = ctx.settle(med, "medication")
         name = pl.coalesce(pl.col("drugname"), "HICL " + pl.col("hicl").str.replace(r"\.0$", ""))
-        events.append(stage1(med, subject="_sid", time=pl.col("_uadmit") + _minutes("offset"), stay="_hadmit",
+        events.append(stage1(med, subject="_sid", time=pl.col("_uadmit") + _minutes("offset"), stay="_hadmit", admission_id="hosp_stay",
                              family=pl.lit("drug"), raw=name, text=name))
     tr = ctx.read("treatment", EICU["treatment"])
     if tr is not None:
         tr = ctx.settle(timed(tr), "treatment")
-        events.append(stage1(tr, subject="_sid", time=pl.col("_uadmit") + _minutes("offset"), stay="_hadmit",
+        events.append(stage1(tr, subject="_sid", time=pl.col("_uadmit") + _minutes("offset"), stay="_hadmit", admission_id="hosp_stay",
                              family=pl.lit("treatment"), raw="treatmentstring"))
     return events

@@ -9,7 +9,10 @@ Import rules (`IMPORT_RULES`, applied to each *distinct* code once):
 - `MEDICATION//START//<name>` -> `MEDICATION//<ingredient or name>` plus an `ATC:` event;
 - `DOB` -> `MEDS_BIRTH`, `DEATH` -> `MEDS_DEATH`, `Gender/F`, `GENDER//Female` -> `GENDER//F`;
 - every other code is kept as it is (counted in family "other", unresolved by definition);
-- times, numeric and text values as given; extra columns are dropped; ties at one time keep
+- times, numeric and text values as given; extra columns are dropped except `admission_id`
+  (kept, null when absent); MEDS < 0.3 names `patient_id` / `timestamp` are mapped with a
+  warning; a shard lacking subject_id / time / code, or with a subject_id outside [0, 2^50),
+  is refused (one line naming the file) before anything is written; ties at one time keep
   the source's row order; the source's `subject_splits.parquet` is used, not re-hashed;
   its `codes.parquet` fills descriptions of codes the project vocabulary does not know.
 """
@@ -71,6 +74,8 @@ def import_table(codes: pl.Series) -> pl.DataFrame:
 def convert_meds_dir(ctx: Context):
     """Stage-1 frames (one per source shard), the source's splits, its dataset.json."""
     paths = shard_paths(ctx.root)
+    for p in paths:   # refuse before anything is read or written
+        check_columns(p)
     distinct = pl.concat([pl.scan_parquet(p).select(pl.col("code").cast(pl.String)).unique() for p in paths]
                          ).unique().collect()["code"]
     table = import_table(distinct).lazy()
@@ -78,6 +83,7 @@ def convert_meds_dir(ctx: Context):
     for p in paths:
         lf = pl.scan_parquet(p)
         have = lf.collect_schema().names()
+        lf, have = pre_03_names(lf, have, p, ctx)
         dropped = [c for c in have if c not in EVENT_SCHEMA]
         if dropped:
             ctx.ledger.add(ctx.dataset, p.name, f"extra columns dropped: {', '.join(dropped)}", 1, action="noted")
@@ -93,9 +99,53 @@ def convert_meds_dir(ctx: Context):
             pl.when(drug).then(pl.coalesce("text_value", "_raw")).otherwise(pl.col("text_value")).alias("text_value"),
             "_family", pl.when(pl.col("_family") == "other").then(pl.col("_keep")).otherwise(pl.col("_raw")).alias("_raw"),
             pl.lit(None, dtype=pl.String).alias("_ndc"), pl.lit(None, dtype=pl.Datetime("us")).alias("_stay"),
-            pl.col("_row").alias("_order")).select(list(STAGE1_SCHEMA)))
+            pl.col("_row").alias("_order"), "admission_id").select(list(STAGE1_SCHEMA)))
     ctx.extra_codes = read_codes(ctx.root)
     return frames, read_splits(ctx.root), read_dataset_json(ctx.root)
+
+
+# MEDS before 0.3 named the subject and time columns `patient_id` / `timestamp`
+PRE_03_RENAMES = {"patient_id": "subject_id", "timestamp": "time"}
+# subject ids must leave room for sample ids (subject_id * 4096 + k, ehr.tasks.base)
+MAX_SUBJECT_ID = 2 ** 62 // 4096
+
+
+class MedsImportError(ValueError):
+    """A MEDS directory this importer refuses; the message names the file and the fix."""
+
+
+def check_columns(path) -> None:
+    """Refuse a shard without the columns we need (after the pre-0.3 renames), or with
+    subject ids that cannot form sample ids, before anything is written."""
+    import pyarrow.parquet as pq
+    names = pq.read_schema(path).names
+    renamed = {PRE_03_RENAMES.get(c, c) if c in PRE_03_RENAMES and PRE_03_RENAMES[c] not in names else c
+               for c in names}
+    missing = [c for c in ("subject_id", "time", "code") if c not in renamed]
+    if missing:
+        raise MedsImportError(f"{path}: no column {', '.join(missing)} (has {', '.join(names)}); "
+                              "a MEDS >= 0.3 data shard needs subject_id, time, code")
+    sid = "subject_id" if "subject_id" in names else "patient_id"
+    top = pl.scan_parquet(path).select(pl.col(sid).max().alias("hi"), pl.col(sid).min().alias("lo")).collect().row(0)
+    if top[0] is not None and (top[0] >= MAX_SUBJECT_ID or top[1] < 0):
+        raise MedsImportError(f"{path}: subject_id {top[0] if top[0] >= MAX_SUBJECT_ID else top[1]} does not fit "
+                              f"(ids must be in [0, {MAX_SUBJECT_ID}) = [0, 2^50) to form sample ids); "
+                              "renumber the subjects (keep a map) and import again")
+
+
+def pre_03_names(lf: pl.LazyFrame, have: list[str], path, ctx: Context):
+    """Map MEDS < 0.3 column names (`patient_id`, `timestamp`) to 0.3+ (`subject_id`, `time`),
+    with a warning and a ledger note."""
+    ren = {old: new for old, new in PRE_03_RENAMES.items() if old in have and new not in have}
+    if not ren:
+        return lf, have
+    import warnings
+    msg = (f"{path}: MEDS < 0.3 column names {', '.join(f'{a} -> {b}' for a, b in ren.items())} mapped "
+           f"(this importer reads MEDS 0.3+, meds 0.4 schema)")
+    warnings.warn(msg, stacklevel=2)
+    ctx.ledger.add(ctx.dataset, path.name, f"MEDS < 0.3 column names mapped: {', '.join(ren)}", 1, action="noted")
+    lf = lf.rename(ren)
+    return lf, lf.collect_schema().names()
 
 
 def add_row_order(lf: pl.LazyFrame) -> pl.LazyFrame:

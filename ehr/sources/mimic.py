@@ -17,7 +17,11 @@ Rules (also in the notes / README):
 - death (one `MEDS_DEATH` per patient), first available of: the latest admissions.deathtime;
   the dischtime of the latest admission with hospital_expire_flag = 1; patients.dod
   (a date: 23:59:59 that day). The flag is parsed as an integer (never a truthy string);
-- sex: `GENDER//F` / `GENDER//M` (static), another value `GENDER//<value>`.
+- sex: `GENDER//F` / `GENDER//M` (static), another value `GENDER//<value>`;
+- every row of a table with `hadm_id` (admissions, icustays, diagnoses, procedures,
+  prescriptions) carries it as the event's `admission_id`: stays are paired by it and rows
+  belong to their admission by it, whatever their date (rows dated outside their stay are
+  kept at their own date and counted: "date before admission" / "date after discharge").
 """
 
 from __future__ import annotations
@@ -109,9 +113,9 @@ def convert_mimic(ctx: Context, layout: dict[str, TableSpec]) -> list[pl.LazyFra
         return add_reason(lf, pl.col("_adm_subject") != pl.col("subject_id"), "subject_id does not match hadm_id")
 
     events = [_static_events(ctx, pat, adm)]
-    events.append(stage1(adm, time="admittime", order="admission", stay="admittime",
+    events.append(stage1(adm, time="admittime", order="admission", stay="admittime", admission_id="hadm_id",
                          code=ADMISSION_PREFIX + pl.col("admission_type").fill_null("UNKNOWN")))
-    events.append(stage1(adm, time="dischtime", order="discharge", stay="admittime",
+    events.append(stage1(adm, time="dischtime", order="discharge", stay="admittime", admission_id="hadm_id",
                          code=DISCHARGE_PREFIX + pl.col("discharge_location").fill_null("UNKNOWN")))
 
     icu = ctx.read("icustays", layout["icustays"])
@@ -119,9 +123,9 @@ def convert_mimic(ctx: Context, layout: dict[str, TableSpec]) -> list[pl.LazyFra
         icu = with_stay(icu)
         icu = add_reason(icu, pl.col("outtime") < pl.col("intime"), "discharge before admission")
         icu = ctx.settle(add_reason(icu, ~pl.col("icustay_id").is_first_distinct(), "duplicate icustay_id"), "icustays")
-        events.append(stage1(icu, time="intime", order="icu_admission", stay="admittime",
+        events.append(stage1(icu, time="intime", order="icu_admission", stay="admittime", admission_id="hadm_id",
                              code=ICU_ADMISSION_PREFIX + pl.col("first_careunit").fill_null("UNKNOWN")))
-        events.append(stage1(icu, time="outtime", order="icu_discharge", stay="admittime",
+        events.append(stage1(icu, time="outtime", order="icu_discharge", stay="admittime", admission_id="hadm_id",
                              code=ICU_DISCHARGE_PREFIX + pl.col("last_careunit").fill_null("UNKNOWN")))
 
     for name, kind in (("diagnoses_icd", "dx"), ("procedures_icd", "px")):
@@ -137,7 +141,7 @@ def convert_mimic(ctx: Context, layout: dict[str, TableSpec]) -> list[pl.LazyFra
         else:
             time = pl.col("dischtime")   # coded at discharge
         lf = ctx.settle(lf, name)
-        events.append(stage1(lf, time=time, stay="admittime", family=f"{kind}_icd" + pl.col("icd_version"),
+        events.append(stage1(lf, time=time, stay="admittime", admission_id="hadm_id", family=f"{kind}_icd" + pl.col("icd_version"),
                              raw=pl.col("icd_code")))
 
     rx = ctx.read("prescriptions", layout["prescriptions"])
@@ -151,7 +155,7 @@ def convert_mimic(ctx: Context, layout: dict[str, TableSpec]) -> list[pl.LazyFra
             else pl.col("start")
         ndc = ndc11(pl.col("ndc"))
         text = pl.when(ndc.is_not_null()).then(pl.col("drug") + NDC_SEPARATOR + ndc).otherwise(pl.col("drug"))
-        events.append(stage1(rx, time=time, stay="admittime", family=pl.lit("drug"), raw="drug", text=text, ndc=ndc))
+        events.append(stage1(rx, time=time, stay="admittime", admission_id="hadm_id", family=pl.lit("drug"), raw="drug", text=text, ndc=ndc))
     return events
 
 

@@ -40,6 +40,10 @@ class MissingTableError(FileNotFoundError):
     """A required source table is absent; the message names the dataset and the file."""
 
 
+class SourceTableError(ValueError):
+    """A source table that cannot be read as CSV; the message names the file and the fix."""
+
+
 @dataclass(frozen=True)
 class Col:
     """One column a converter uses: `source` column name (lower case) and how to parse it.

@@ -11,7 +11,8 @@ Contract used by the benchmark (`ehr.benchmark`) and checked by the leakage guar
   `categorical_value` may carry a readable form.
   Also present (additions, never needed by a consumer): `task` and `preset` (recorded in every
   output) and `stay_start` (admission time of the stay a sample is about, null when none;
-  known at prediction time). `sample_id` is `subject_id * 4096 + k` (k-th sample of the
+  known at prediction time), `stay_admission_id` (that stay's source admission id, null when
+  none). `sample_id` is `subject_id * 4096 + k` (k-th sample of the
   subject in time order), so labelling shard by shard gives the same ids as labelling at once.
 - `inputs(events, labels) -> frame[sample_id, subject_id, time, code]`: the events each
   sample may see. By default: the subject's events with input_start <= time <= prediction_time,
@@ -61,7 +62,7 @@ class Task:
 
     def inputs(self, events: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
         excl = self.input_exclusion()
-        carry = ("stay_start",) if excl is not None else ()
+        carry = ("stay_start", "stay_admission_id") if excl is not None else ()
         return window_inputs(events, labels, exclude=excl, carry=carry)
 
     def describe(self) -> dict[str, str]:
@@ -69,7 +70,8 @@ class Task:
 
     # ---- hooks -------------------------------------------------------------
     def input_exclusion(self) -> pl.Expr | None:
-        """Rows to drop from the window (evaluated on time, code and `stay_start`)."""
+        """Rows to drop from the window (evaluated on time, code, admission_id, `stay_start` and
+        `stay_admission_id`)."""
         return None
 
     def required_codes(self) -> dict[str, str]:
@@ -121,6 +123,8 @@ class Task:
         vc = self.value_column
         if "stay_start" not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("stay_start"))
+        if "stay_admission_id" not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("stay_admission_id"))
         if "categorical_value" not in df.columns:
             if self.kind == "multilabel":
                 names = pl.Series(self.classes)
@@ -148,6 +152,7 @@ class Task:
             pl.col(vc).cast(dtype),
             pl.col("categorical_value").cast(pl.String),
             pl.col("stay_start").cast(pl.Datetime("us")),
+            pl.col("stay_admission_id").cast(pl.Int64),
             pl.lit(self.name).alias("task"),
             pl.lit(self.preset).alias("preset"),
         )

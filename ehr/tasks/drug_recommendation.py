@@ -66,7 +66,10 @@ class DrugRecommendation(Task):
                          "(ingredient name or ATC J01XA01, J01MA12, B01AB01, C07AB02, C10AA05)"}
 
     def input_exclusion(self) -> pl.Expr:
-        return is_drug() & (pl.col(TIME) >= pl.col("stay_start"))
+        # the current stay's drugs: from its admission on, and any row its admission id names
+        # (a drug the source dates before the stay still belongs to it)
+        same_stay = (pl.col("admission_id") == pl.col("stay_admission_id")).fill_null(False)
+        return is_drug() & ((pl.col(TIME) >= pl.col("stay_start")) | same_stay)
 
     def label(self, events: pl.DataFrame) -> pl.DataFrame:
         all_stays = stays(events)
@@ -74,7 +77,7 @@ class DrugRecommendation(Task):
         keep = (pl.col("has_dx") & pl.col("has_px") & pl.col("has_drug")) if self.require_codes else pl.col("has_drug")
         s = s.filter(keep)
         names = [d[0] for d in DRUGS]
-        drugs = family_events(events).filter(pl.col("fam") == "drug").select(SUBJECT_ID, TIME, CODE)
+        drugs = family_events(events).filter(pl.col("fam") == "drug").select(SUBJECT_ID, TIME, CODE, "admission_id")
         matched = drugs.select(pl.col(CODE).unique()).with_columns(drug_match_exprs()).filter(pl.any_horizontal(names))
         drugs = drugs.join(matched, on=CODE, how="inner")   # patterns run on distinct codes only
         hit = (assign_stay(drugs, all_stays, by="admit").filter(pl.col("stay").is_not_null())
@@ -83,7 +86,8 @@ class DrugRecommendation(Task):
              .with_columns(pl.concat_list([pl.col(n).fill_null(False).cast(pl.Int8) for n in names]).alias("labels")))
         return self.finish(s.select(SUBJECT_ID, pl.col("discharge").alias(PREDICTION_TIME),
                                     pl.lit(None, dtype=pl.Datetime("us")).alias("input_start"),
-                                    "labels", pl.col("admit").alias("stay_start")))
+                                    "labels", pl.col("admit").alias("stay_start"),
+                                    pl.col("admission_id").alias("stay_admission_id")))
 
 
 def make(preset: str) -> DrugRecommendation:

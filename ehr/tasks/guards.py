@@ -7,7 +7,10 @@
    stay is in the input. With MIMIC-style time stamps (2.) follows from (1.); it catches a
    loader that stamps diagnoses at admission (PyHealth 1.x puts a visit's codes at its
    encounter time), which (1.) cannot see.
-3. `check_splits`: splits are patient-level (every subject in exactly one split, split names
+3. `check_stay_length_hidden`: for tasks predicted at the end of the stay whose length they
+   label (length of stay at discharge), no input event of that stay timed after its
+   admission and no discharge marker of it in the input.
+4. `check_splits`: splits are patient-level (every subject in exactly one split, split names
    valid) and no subject's samples fall in two splits.
 Splits are made before samples exist (`ehr.splits.assign_splits`: a hash of the subject id and
 a seed), so a subject's split never depends on its labels.
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from ehr.schema import CODE, PREDICTION_TIME, SPLITS, SUBJECT_ID, TIME
+from ehr.schema import (CODE, DISCHARGE_PREFIX, ICU_DISCHARGE_PREFIX, PREDICTION_TIME, SPLITS, SUBJECT_ID,
+                        TIME)
 from ehr.tasks.stays import DISCHARGE_STAMPED_PATTERN, assign_stay, stays
 from ehr.tasks.stays import family_events
 
@@ -114,15 +118,17 @@ def check_discharge_stamped_windows(labels: pl.DataFrame, events: pl.DataFrame, 
            .filter(pl.col(PREDICTION_TIME) < pl.col("discharge")))
     if not cur.height:
         return
-    dx = family_events(events).filter(pl.col("fam") == "dx").select(SUBJECT_ID, TIME, CODE)
-    owned = assign_stay(dx, s, by="discharge").filter(pl.col("stay").is_not_null()).select(SUBJECT_ID, "stay", TIME, CODE)
+    dx = family_events(events).filter(pl.col("fam") == "dx").select(SUBJECT_ID, TIME, CODE, "admission_id")
+    owned = (assign_stay(dx, s, by="discharge").filter(pl.col("stay").is_not_null())
+             .select(SUBJECT_ID, "stay", TIME, CODE, "admission_id"))
     cols = ["sample_id", SUBJECT_ID, "stay", PREDICTION_TIME, "input_start"]
     bad = (cur.select(cols).join(owned, on=[SUBJECT_ID, "stay"], how="inner")
            .filter((pl.col(TIME) <= pl.col(PREDICTION_TIME))
                    & (pl.col("input_start").is_null() | (pl.col(TIME) >= pl.col("input_start")))))
     if exclude is not None and bad.height:
-        if "stay_start" in labels.columns:
-            bad = bad.join(labels.select("sample_id", "stay_start"), on="sample_id", how="left")
+        carry = [c for c in ("stay_start", "stay_admission_id") if c in labels.columns]
+        if carry:
+            bad = bad.join(labels.select("sample_id", *carry), on="sample_id", how="left")
         bad = bad.filter(~exclude.fill_null(False))
     if bad.height:
         _fail("discharge-stamped code of the current stay in the input window of an in-stay task", bad)
@@ -148,6 +154,25 @@ def check_discharge_stamped(labels: pl.DataFrame, inputs: pl.DataFrame, events: 
     if bad.height:
         _fail(f"discharge-stamped code of the current stay in the input of an in-stay task (codes ~ {pattern!r})",
               bad.select("sample_id", SUBJECT_ID, TIME, CODE))
+
+
+def check_stay_length_hidden(labels: pl.DataFrame, inputs: pl.DataFrame) -> None:
+    """For tasks predicted at the end of the stay whose length they label (`task.hides_stay_length`):
+    no input event of the current stay keeps a time after the stay's start (every one carries
+    the admission time), and no discharge marker of the stay that ends at the prediction time
+    is in the input. Otherwise event times, or the discharge marker's time, give the label away."""
+    j = inputs.select("sample_id", TIME, CODE).join(
+        labels.select("sample_id", PREDICTION_TIME, "stay_start"), on="sample_id", how="left")
+    if labels.height and labels["stay_start"].null_count() == labels.height:
+        _fail("stay_start missing on a task that hides the stay's length", labels.head(5))
+    late = j.filter((pl.col(TIME) > pl.col("stay_start")).fill_null(False))
+    if late.height:
+        _fail("input event of the current stay timed after its admission (the stay's length is readable "
+              "from event times)", late)
+    marker = j.filter((pl.col(CODE).str.contains(f"^({DISCHARGE_PREFIX}|{ICU_DISCHARGE_PREFIX})")
+                       & (pl.col(TIME) >= pl.col("stay_start"))).fill_null(False))
+    if marker.height:
+        _fail("discharge marker of the current stay in the input", marker)
 
 
 def check_splits(splits: pl.DataFrame, labels: pl.DataFrame | None = None,
@@ -200,6 +225,9 @@ def run_guards(task, events: pl.DataFrame, labels: pl.DataFrame, inputs: pl.Data
     if inputs is not None:
         check_inputs(labels, inputs)
         done["inputs_before_prediction_time"] = "ok"
+        if getattr(task, "hides_stay_length", False):
+            check_stay_length_hidden(labels, inputs)
+            done["stay_length_hidden"] = "ok"
         if task.in_stay:
             check_discharge_stamped(labels, inputs, events, discharge_stamped)
             done["no_discharge_stamped_codes_in_stay"] = "ok" if discharge_stamped else "skipped (source stamps none)"

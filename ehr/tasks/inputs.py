@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ehr.schema import CODE, PREDICTION_TIME, SUBJECT_ID, TIME
+from ehr.schema import ADMISSION_ID, CODE, PREDICTION_TIME, SUBJECT_ID, TIME
 from ehr.tasks.stays import memo
 
 INPUT_COLUMNS = ["sample_id", SUBJECT_ID, TIME, CODE]
@@ -108,7 +108,7 @@ def gather_ranges(ranges: pl.DataFrame, ev: pl.DataFrame, carry: tuple[str, ...]
     offs = np.cumsum(lens) - lens
     rows = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(offs - starts, lens)
     sample_pos = np.repeat(owner, lens)
-    out = ev.select(SUBJECT_ID, TIME, CODE)[rows]
+    out = ev.select(SUBJECT_ID, TIME, CODE, *([ADMISSION_ID] if ADMISSION_ID in ev.columns else []))[rows]
     out = out.with_columns(pl.Series("sample_id", ranges["sample_id"].to_numpy()[sample_pos]))
     for c in carry:
         out = out.with_columns(ranges[c].gather(pl.Series(sample_pos)).alias(c))
@@ -118,10 +118,12 @@ def gather_ranges(ranges: pl.DataFrame, ev: pl.DataFrame, carry: tuple[str, ...]
 def window_inputs(events: pl.DataFrame, labels: pl.DataFrame, exclude: pl.Expr | None = None,
                   carry: tuple[str, ...] = ()) -> pl.DataFrame:
     """Events each sample may see: static rows + input_start <= time <= prediction_time,
-    minus rows where `exclude` (evaluated on the gathered rows plus the `carry` label columns)
-    is true. Returns sample_id, subject_id, time, code sorted by sample then time."""
+    minus rows where `exclude` (evaluated on the gathered rows, their `admission_id` when the
+    events have one, plus the `carry` label columns) is true. Returns sample_id, subject_id, time, code sorted by sample then time."""
     ranges, arrays = input_ranges(events, labels, carry)
     out = gather_ranges(ranges, arrays["events"], carry)
     if exclude is not None:
+        if ADMISSION_ID not in out.columns:
+            out = out.with_columns(pl.lit(None, dtype=pl.Int64).alias(ADMISSION_ID))
         out = out.filter(~exclude.fill_null(False))
     return out.select(INPUT_COLUMNS)

@@ -60,7 +60,7 @@ class Phenotype(Task):
         all_stays = stays(events)
         pt = pl.col("admit") + pl.duration(hours=self.hours)
         s = all_stays.with_columns(pt.alias(PREDICTION_TIME)).filter(pl.col("discharge") > pl.col(PREDICTION_TIME))
-        dx = family_events(events).filter(pl.col("fam") == "dx").select(SUBJECT_ID, TIME, CODE)
+        dx = family_events(events).filter(pl.col("fam") == "dx").select(SUBJECT_ID, TIME, CODE, "admission_id")
         # matched against every stay (a short stay's diagnoses must not slide into the next one)
         dx = assign_stay(dx, all_stays, by="discharge").filter(pl.col("stay").is_not_null())
         has_dx = dx.select(SUBJECT_ID, "stay").unique()
