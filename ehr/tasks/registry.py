@@ -8,6 +8,7 @@ are one per condition (`new_diagnosis_hypertension`, ...), like EHRSHOT's separa
 from __future__ import annotations
 
 from ehr.tasks import drug_recommendation, length_of_stay, mortality, new_diagnosis, phenotype, readmission
+from ehr.tasks import emergency_admission, icu_readmission  # issue 22 tasks
 from ehr.tasks.base import Task
 
 _MODULES = {
@@ -26,6 +27,10 @@ for _cond in new_diagnosis.CONDITIONS:
 DEFAULT_SUITE: list[tuple[str, str]] = [
     (name, preset) for name in _MODULES for preset in TASKS[name]
 ] + [("new_diagnosis_hypertension", p) for p in new_diagnosis.PRESETS]
+
+# issue 22 (the hierarchical-ICD paper's tasks): registered, not in DEFAULT_SUITE (today's grids unchanged)
+_MODULES.update({"emergency_admission": emergency_admission, "icu_readmission": icu_readmission})
+TASKS.update({name: list(_MODULES[name].PRESETS) for name in ("emergency_admission", "icu_readmission")})
 
 
 def get_task(name: str, preset: str | None = None, **kwargs) -> Task:
