@@ -29,7 +29,10 @@ _LIST_FIELDS = {  # list-valued TrainConfig fields: flag help (code lists are re
     "drop_edge_types": "edges removed from the graph before training and tokenization: TYPE or "
                        "TYPE:SRC_SYSTEM:DST_SYSTEM ('*' = any), e.g. gem_icd9_icd10:ICD9CM:ICD10CM",
     "drop_edges_touching": "file of code ids: drop only the --drop-edge-types edges touching these codes",
+    "val_exclude_codes": "file of code ids never used for validation (scripts/medtok_validation_codes.py writes "
+                         "the union of the QA test splits)",
 }
+_OWN_FLAG_FIELDS = ("threads",)  # TrainConfig fields set through another flag (--threads)
 _NONE_DEFAULT_TYPES = {"global_batch_size": int, "text_encoder": str}
 
 
@@ -54,12 +57,14 @@ def add_training_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentPars
         if f.name in _LIST_FIELDS:
             kind = {"nargs": "+", "metavar": "SPEC"} if f.name == "drop_edge_types" else {"metavar": "FILE"}
             ap.add_argument(flag, dest=f"t_{f.name}", default=None, help=_LIST_FIELDS[f.name], **kind)
-        elif f.name not in _RUN_FIELDS:
+        elif f.name not in _RUN_FIELDS and f.name not in _OWN_FLAG_FIELDS:
             ap.add_argument(flag, dest=f"t_{f.name}", type=_flag_type(f), default=None)
     for f in fields(MedTokConfig):
         if f.name not in ("extra", "region_fractions"):
             ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f"m_{f.name}", type=_flag_type(f), default=None)
     ap.add_argument("--region-fractions", type=float, nargs=3, default=None)
+    ap.add_argument("--nce-temperature", type=float, default=None,
+                    help="both InfoNCE temperatures (--shared-nce-temperature / --specific-nce-temperature: one each)")
     ap.add_argument("--systems", nargs="+", default=None, help="restrict to these code systems, e.g. ICD10CM ICD9CM")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads; 1 is much faster on a machine shared with other jobs")
@@ -99,6 +104,9 @@ def train_from_args(a: argparse.Namespace) -> Path:
     m_over = {k[2:]: v for k, v in vars(a).items() if k.startswith("m_") and v is not None}
     if a.region_fractions:
         m_over["region_fractions"] = tuple(a.region_fractions)
+    if a.nce_temperature is not None:
+        m_over.setdefault("shared_nce_temperature", a.nce_temperature)
+        m_over.setdefault("specific_nce_temperature", a.nce_temperature)
     tcfg, mcfg = training_configs(t_over, m_over, paper=a.paper, resume=a.resume, vocab_dir=a.vocab_dir,
                                   out_dir=a.out_dir, systems=a.systems)
     return train(tcfg, mcfg, resume_from=a.resume, progress=not a.no_progress)
