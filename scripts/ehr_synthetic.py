@@ -3,6 +3,8 @@
     python scripts/ehr_synthetic.py generate --out runs/synthetic --patients 10000 --scenario hierarchy
     python scripts/ehr_synthetic.py bench --out runs/ehr_throughput --patients 100000
     python scripts/ehr_synthetic.py signal --patients 8000     # how much of each scenario a model recovers
+    python scripts/ehr_synthetic.py los-channels --patients 10000 --json results/ehr_data/los_channels_synthetic.json
+        # length of stay at discharge: times-only model at chance, counts-only beside it
     /usr/bin/time -v python scripts/ehr_synthetic.py bench ...     # peak memory (Maximum resident set size)
 
 Every output is marked synthetic (metadata/dataset.json `medtok.synthetic: true`).
@@ -33,7 +35,25 @@ def main(argv=None) -> int:
     sig.add_argument("--patients", type=int, default=8000)
     sig.add_argument("--seed", type=int, default=0)
     sig.add_argument("--effect-scale", type=float, default=None)
+    los = sub.add_parser("los-channels")
+    los.add_argument("--patients", type=int, default=10_000)
+    los.add_argument("--seed", type=int, default=0)
+    los.add_argument("--scenario", choices=SCENARIOS, default="hierarchy")
+    los.add_argument("--json", default=None, help="also write the report here")
     a = ap.parse_args(argv)
+    if a.cmd == "los-channels":
+        from pathlib import Path
+
+        from ehr.benchmark.los_channels import synthetic_los_check
+        rep = synthetic_los_check(a.patients, a.seed, a.scenario)
+        rep["command"] = (f"python scripts/ehr_synthetic.py los-channels --patients {a.patients} --seed {a.seed} "
+                          f"--scenario {a.scenario}")
+        text = json.dumps(rep, indent=1, default=str)
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(text + "\n")
+        print(text)
+        return 0
     if a.cmd == "signal":
         rows = signal_check(a.patients, a.seed, effect_scale=a.effect_scale)
         print(f"{'scenario':14s} {'task':42s} {'samples':>8s} {'prev':>6s} {'oracle':>7s} {'LR-cat':>7s}")

@@ -10,7 +10,9 @@ time) in time order, static rows first, `MEDS_BIRTH` dropped (it becomes the age
 - the most recent `max_len` tokens are kept (longer histories are cut at the oldest end);
 - per token: code index (0 = padding), visit index from the start (BEHRT position) and from
   the end (TransformEHR segment: 0 = the latest visit), days since the sample's first timed
-  event, and age in years at the event (NaN when the birth is unknown).
+  event, and age in years at the event (NaN when the birth is unknown; static rows take the
+  age at the sample's latest input event, not at the prediction time, which for length of
+  stay at discharge would tell the stay's length).
 Bag of codes: counts of every input event's code over the whole window (no cut, no dedupe).
 """
 
@@ -94,14 +96,15 @@ def build_sequences(labels: pl.DataFrame, inputs: pl.DataFrame, births: pl.DataF
           .sort("_r", TIME, nulls_last=False, maintain_order=True)
           .with_columns(pl.col("code").str.starts_with(ADMISSION_PREFIX).cast(pl.Int64).alias("_adm"))
           .with_columns(pl.col("_adm").sum().over("_r").alias("_nadm"),
-                        pl.col(TIME).min().over("_r").alias("_t0"))
+                        pl.col(TIME).min().over("_r").alias("_t0"),
+                        pl.col(TIME).max().over("_r").alias("_tmax"))
           .with_columns(pl.when(pl.col("_nadm") > 0).then(pl.col("_adm").cum_sum().over("_r"))
                         .otherwise(pl.col(TIME).dt.date().rank("dense").over("_r").fill_null(0).cast(pl.Int64))
                         .alias("_visit"))
           .unique(subset=["_r", "_visit", "_c"], keep="first", maintain_order=True)
           .with_columns(((pl.col(TIME) - pl.col("_t0")).dt.total_microseconds() / US_PER_DAY).fill_null(0.0)
                         .cast(pl.Float32).alias("_days"),
-                        ((pl.col(TIME).fill_null(pl.col(PREDICTION_TIME)) - pl.col("_birth")).dt.total_microseconds()
+                        ((pl.col(TIME).fill_null(pl.col("_tmax")).fill_null(pl.col(PREDICTION_TIME)) - pl.col("_birth")).dt.total_microseconds()
                          / (365.25 * US_PER_DAY)).cast(pl.Float32).alias("_age"),
                         pl.len().over("_r").cast(pl.Int64).alias("_n"),   # u32 would wrap below
                         pl.int_range(pl.len(), dtype=pl.Int64).over("_r").alias("_i"))
