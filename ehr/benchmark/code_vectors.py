@@ -77,25 +77,41 @@ def systems_in(codes) -> list[str]:
     return [s for s in DX_PX_SYSTEMS if s in present]
 
 
-def medtok_dir(systems: list[str], variant: str, steps: int = DEFAULT_MEDTOK_STEPS, root: str | Path | None = None) -> Path:
+def medtok_dir(systems: list[str], variant: str, steps: int = DEFAULT_MEDTOK_STEPS, root: str | Path | None = None,
+               device: str = "cpu") -> Path:
+    """The checkpoint's directory; one trained on a GPU (other kernels, not bitwise the CPU one) gets
+    its own ("-cuda" suffix), so the two never share a cache entry."""
     base = Path(root) if root else cache_dir() / "ehr_bench" / "medtok"
-    return base / "+".join(sorted(systems)) / f"{variant}-s{steps}"
+    suffix = "" if str(device).startswith("cpu") else "-cuda"
+    return base / "+".join(sorted(systems)) / f"{variant}-s{steps}{suffix}"
 
 
 def build_medtok(systems: list[str], variant: str = "both-n12000", steps: int = DEFAULT_MEDTOK_STEPS,
-                 root: str | Path | None = None, progress: bool = True, vocab_dir: str | None = None) -> Path:
-    """Train (first use) a MedTok checkpoint on `systems` for `variant`; returns its directory."""
+                 root: str | Path | None = None, progress: bool = True, vocab_dir: str | None = None,
+                 device: str = "cpu", threads: int | None = None, vocab=None, graph=None, text_embeddings=None,
+                 model_overrides: dict | None = None, train_overrides: dict | None = None) -> Path:
+    """Train (first use) a MedTok checkpoint on `systems` for `variant`; returns its directory.
+
+    The one MedTok training path (`medtok.train.train`, as `make demo` and the prefix experiment):
+    on the CPU under PyTorch's deterministic kernels (`medbase.determinism`), `threads` torch
+    threads (None: the caller's setting); the count used is recorded in the checkpoint's
+    metrics.json, since results depend on it. `device`: "cpu" (default), "cuda", "cuda:N".
+    `vocab`/`graph`/`text_embeddings`/`*_overrides`: tests (the toy vocabulary, a tiny model)."""
     from medtok.train import TrainConfig, checkpoint_step, train  # training code only to build
 
     if variant not in MEDTOK_VARIANTS:
         raise KeyError(f"unknown MedTok variant {variant!r}; known: {sorted(MEDTOK_VARIANTS)}")
-    out = medtok_dir(systems, variant, steps, root)
+    out = medtok_dir(systems, variant, steps, root, device)
     if checkpoint_step(out) == steps:   # complete and verified: reuse
         return out
-    log.info("training MedTok %s on %s (%d steps) -> %s", variant, systems, steps, out)
-    tcfg = TrainConfig(vocab_dir=vocab_dir, systems=sorted(systems), out_dir=str(out), steps=steps,
-                       save_every=max(100, steps // 3), seed=0, device="cpu")
-    train(tcfg, MedTokConfig(**MEDTOK_VARIANTS[variant]), resume_from="latest", progress=progress)
+    log.info("training MedTok %s on %s (%d steps, %s) -> %s", variant, systems, steps, device, out)
+    tkw = dict(vocab_dir=vocab_dir, systems=sorted(systems), out_dir=str(out), steps=steps,
+               save_every=max(100, steps // 3), seed=0, device=device, threads=threads)
+    tkw.update(train_overrides or {})
+    tcfg = TrainConfig(**tkw)
+    mcfg = MedTokConfig(**{**MEDTOK_VARIANTS[variant], **(model_overrides or {})})
+    train(tcfg, mcfg, resume_from="latest", progress=progress, vocab=vocab, graph=graph,
+          text_embeddings=text_embeddings)
     return out
 
 
@@ -119,12 +135,19 @@ def find_medtok(systems: list[str], variant: str, steps: int = DEFAULT_MEDTOK_ST
 
 
 def medtok_vectors(systems: list[str], variant: str = "both-n12000", steps: int = DEFAULT_MEDTOK_STEPS,
-                   root: str | Path | None = None, progress: bool = True, build: bool = True) -> CodeVectors:
+                   root: str | Path | None = None, progress: bool = True, build: bool = True,
+                   device: str = "cpu") -> CodeVectors:
     """Whole-vocabulary MedTok tokens of a (cached) checkpoint trained on `systems` (or a superset,
-    `find_medtok`); trains the exact one on first use if `build`."""
-    ckpt = find_medtok(systems, variant, steps, root)
+    `find_medtok`); trains the exact one on first use if `build`. `device`: where the checkpoint is
+    trained (when built here) and the vocabulary tokenized; the vectors come back on the CPU."""
+    ckpt = find_medtok(systems, variant, steps, root) if str(device).startswith("cpu") else None
+    if ckpt is None and not str(device).startswith("cpu"):
+        d = medtok_dir(systems, variant, steps, root, device)
+        from medtok.train import checkpoint_step  # training code only to check a checkpoint
+
+        ckpt = d if checkpoint_step(d) == steps else None
     if ckpt is None and build:
-        ckpt = build_medtok(systems, variant, steps, root, progress)
+        ckpt = build_medtok(systems, variant, steps, root, progress, device=device)
     elif ckpt is None:
         raise FileNotFoundError(f"no MedTok checkpoint for {systems} ({variant}) under "
                                 f"{medtok_dir(systems, variant, steps, root).parent.parent}; run `python "
@@ -140,7 +163,7 @@ def medtok_vectors(systems: list[str], variant: str = "both-n12000", steps: int 
         except (OSError, KeyError, ValueError):
             log.warning("unreadable %s: recomputing", path)
 
-    enc = MedTokTokenizer.from_pretrained(ckpt, progress=progress).encode_all(progress=progress)
+    enc = MedTokTokenizer.from_pretrained(ckpt, progress=progress, device=device).encode_all(progress=progress)
     cv = CodeVectors(np.asarray(enc.code_ids, dtype=object), enc.vectors.numpy().astype(np.float32),
                      enc.ids.numpy().astype(np.int64), enc.weights.numpy().astype(np.float32), source)
     with atomic_path(path) as tmp:

@@ -70,12 +70,15 @@ class TransferConfig(JsonConfig):
 
 @torch.no_grad()
 def encode_all(net, data, idx: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """[CLS] features [len(idx), d_model] on the CPU; the batches go to the model's device (`fit`
+    may have put it on CUDA)."""
     net.eval()
+    device = next(net.parameters()).device
     out = np.zeros((len(idx), net.cfg.d_model), dtype=np.float32)
     order = np.argsort(data.length[idx], kind="stable")
     for a in range(0, len(idx), batch_size):
         rows = order[a:a + batch_size]
-        out[rows] = net.encode(to_batch(data, idx[rows])).numpy()
+        out[rows] = net.encode(to_batch(data, idx[rows], device)).float().cpu().numpy()
     return out
 
 
