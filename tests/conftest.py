@@ -8,6 +8,11 @@
   arange, tensor, ...) made from the given project packages without a `device=`; such a call
   lands on the default device, the class of bug that only shows on a GPU.
 - `toy_questions(...)`: the ontology QA set on the toy vocabulary (vocab, train, {"test": ...}).
+- `pytest_sessionstart`: builds the default vocabulary (`data/cache/vocab`, or under
+  `$MEDTOK_CACHE`) once, before collection, when it is missing and `../shared/data` is present,
+  so the real-data tests run on a fresh clone instead of skipping "no vocabulary" (the build is
+  what `make demo` / `python scripts/build_vocab.py` do: under a minute on an idle core; a
+  cached build is reused). `MEDTOK_TEST_NO_VOCAB_BUILD=1` turns it off.
 """
 
 from __future__ import annotations
@@ -22,6 +27,24 @@ from torch.utils._device import _device_constructors
 from llm_adapter.smoke import char_tokenizer, tiny_llama  # noqa: F401 (re-exported for the tests)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session):
+    """Build the vocabulary once for the whole suite (see the module docstring). Runs before
+    collection, so module-level `skipif(no vocabulary)` marks see it too."""
+    import os
+    import time
+    if os.environ.get("MEDTOK_TEST_NO_VOCAB_BUILD"):
+        return
+    from medbase.paths import default_vocab_dir, shared_data_path
+    vocab = default_vocab_dir()
+    if (vocab / "codes.parquet").exists() or shared_data_path() is None:
+        return
+    from medtok.build import build_vocabulary
+    t0 = time.perf_counter()
+    print(f"\nbuilding the vocabulary once for the test suite -> {vocab} (python scripts/build_vocab.py)", flush=True)
+    build_vocabulary(vocab, progress=False)
+    print(f"vocabulary built in {time.perf_counter() - t0:.0f} s", flush=True)
 
 LLAMA31_8B_ARCH = dict(  # config.json of meta-llama/Llama-3.1-8B-Instruct
     vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,

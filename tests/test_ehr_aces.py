@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from ehr import meds_io
-from ehr.aces import TASKS, apply_project_rules, compare, load_config, run_aces, write_configs
+from ehr.aces import (PRESET_CHECKS, TASKS, aces_labels_for_preset, apply_project_rules, compare, compare_preset,
+                      load_config, run_aces, write_configs)
 from ehr.tasks.registry import get_task
 from medbase.paths import shared_data_path
 from tests.handmade_patients import edge_cohort, events_frame, patient_events, stay
@@ -16,7 +17,7 @@ from tests.handmade_patients import edge_cohort, events_frame, patient_events, s
 def ours_and_aces(key, events, shards):
     name, preset = key.split("/")
     ours = get_task(name, preset).label(events)
-    theirs = pl.concat([apply_project_rules(key, run_aces(key, s), events) for s in shards])
+    theirs = pl.concat([aces_labels_for_preset(key, s, events) for s in shards])
     return ours, theirs
 
 
@@ -28,12 +29,15 @@ def fixture_shard(tmp_path_factory):
     return ev, path
 
 
-@pytest.mark.parametrize("key", TASKS)
+@pytest.mark.parametrize("key", list(PRESET_CHECKS))
 def test_labels_equal_aces_on_fixture(fixture_shard, key):
     ev, path = fixture_shard
     ours, theirs = ours_and_aces(key, ev, [path])
-    c = compare(ours, theirs)
-    assert c["ours"] > 50 and 0 < ours["boolean_value"].sum() < ours.height
+    c = compare_preset(key, ours, theirs)
+    if "integer_value" in ours.columns:            # length of stay
+        assert c["ours"] > 50 and ours["integer_value"].n_unique() >= 7   # the cohort's 7 stay lengths
+    else:
+        assert c["ours"] > 50 and 0 < ours["boolean_value"].sum() < ours.height
     assert c["only_ours"] == c["only_aces"] == c["label_disagree"] == 0, c
 
 
@@ -54,17 +58,22 @@ def test_labels_equal_aces_on_mimic3_demo(tmp_path):
     # dates outside it (subject 10088, admission 169938: prescriptions dated decades away) has
     # a drug for us (assigned by hadm_id) and none for ACES. Those stays, and only those, differ.
     by_time = ev.drop("admission_id")
-    for key in TASKS:
+    for key in PRESET_CHECKS:
         ours, theirs = ours_and_aces(key, ev, shards)
         name, preset = key.split("/")
         ours_by_time = get_task(name, preset).label(by_time)
-        c = compare(ours_by_time, theirs)
+        c = compare_preset(key, ours_by_time, theirs)
         assert c["only_ours"] == c["only_aces"] == c["label_disagree"] == 0, (key, c)
-        c = compare(ours, theirs)
+        c = compare_preset(key, ours, theirs)
         extra = ours.join(ours_by_time, on=["subject_id", "prediction_time"], how="anti")
         assert c["only_aces"] == c["label_disagree"] == 0 and c["only_ours"] == extra.height, (key, c)
         assert set(extra["subject_id"]) <= {10088}
         sizes[key] = c["ours"]
+    # only the three presets that need a stay with dx, px and a drug gain that stay
+    assert {k: sizes[k] for k in ("mortality/paper", "readmission/paper_15d_admit", "length_of_stay/pyhealth_10class",
+                                  "readmission/pyhealth_15d_discharge")} == {
+        "mortality/paper": 26, "readmission/paper_15d_admit": 26, "length_of_stay/pyhealth_10class": 107,
+        "readmission/pyhealth_15d_discharge": 25}   # 10088's stay there is a death in the stay: excluded
     assert sizes["mortality/paper"] == 26 and compare(get_task("mortality", "paper").label(by_time),
                                                        get_task("mortality", "paper").label(ev))["only_ours"] == 0
     assert sizes["mortality/in_hospital_early"] > 100 and sizes["mortality/paper"] > 20
