@@ -27,18 +27,26 @@ import torch
 
 from ehr.benchmark.bootstrap import DEFAULT_REPLICATES, bootstrap_ci
 from ehr.benchmark.metrics import compute_metrics
+from ehr.benchmark.cooccurrence import KG_EDGE_TYPES, KG_JOINED_EDGE_TYPES, build_pmi_graph, vocabulary_graph
+from ehr.benchmark.metrics import f1_at_tuned_threshold
 from ehr.benchmark.models.behrt import BEHRT
+from ehr.benchmark.models.hicd_bert import MLMConfig, cached_pretrain
+from ehr.benchmark.models.hicd_graph import GCNConfig, GraphInitTokenizer, VisitPatientModel, cached_embeddings
 from ehr.benchmark.models.encoder import ModelConfig
 from ehr.benchmark.models.gbt import TREE_MODELS, TreeConfig, bag_features, fit_predict
 from ehr.benchmark.models.transformer import TransformEHR
 from ehr.benchmark.prepare import TaskBundle
-from ehr.benchmark.tokenizers import CodeSpace, Resources, make_tokenizer
+from ehr.benchmark.tokenizers import CodeSpace, Resources, make_tokenizer, parse_spec
 from ehr.benchmark.train import HeldOutIntegrityError, TrainConfig, fit, n_outputs, predict
 from medbase.atomic import atomic_path, atomic_write_text
 from medbase.jsonconfig import JsonConfig
 
 NEURAL_MODELS = ("transformer", "behrt")
-MODELS = NEURAL_MODELS + TREE_MODELS
+# issue 22: HICD-Graph's patient model (visit mean pooling, attention pooling across visits; with
+# the `flat` tokenizer its flat-codes baseline, with `graph-*` the GCN-initialised arm) and the
+# BEHRT-style model with masked-code pretraining (HICD-BERT; `behrt` is it without pretraining)
+PAPER_MODELS = ("hicd", "behrt-mlm")
+MODELS = NEURAL_MODELS + TREE_MODELS + PAPER_MODELS
 DEFAULT_MODELS = ["transformer", "behrt", "gbt"]
 
 
@@ -52,16 +60,24 @@ class BenchConfig(JsonConfig):
     n_boot: int = DEFAULT_REPLICATES
     boot_seed: int = 0
     medtok_steps: int = 600
+    gcn: dict = field(default_factory=lambda: GCNConfig().to_dict())     # HICD-Graph pretraining (issue 22)
+    mlm: dict = field(default_factory=lambda: MLMConfig().to_dict())     # HICD-BERT pretraining (issue 22)
 
     def __post_init__(self):
         ModelConfig.from_dict(self.model), TrainConfig.from_dict(self.train), TreeConfig.from_dict(self.trees)
+        GCNConfig.from_dict(self.gcn), MLMConfig.from_dict(self.mlm)
         if self.n_boot < 1:
             raise ValueError("n_boot must be >= 1")
 
-    def key(self, fingerprint: str, task_key: str, model: str) -> str:
+    def key(self, fingerprint: str, task_key: str, model: str, tokenizer: str | None = None) -> str:
         part = {"fp": fingerprint, "task": task_key, "n_boot": self.n_boot, "boot_seed": self.boot_seed,
                 "medtok_steps": self.medtok_steps}
         part["cfg"] = self.trees if model in TREE_MODELS else {"model": self.model, "train": self.train}
+        # the pretraining settings enter only the keys of the arms that pretrain (today's keys unchanged)
+        if model == "behrt-mlm":
+            part["mlm"] = self.mlm
+        if tokenizer is not None and parse_spec(tokenizer)["family"] == "graph" and model not in TREE_MODELS:
+            part["gcn"] = self.gcn
         return hashlib.blake2b(json.dumps(part, sort_keys=True).encode(), digest_size=5).hexdigest()
 
 
@@ -109,25 +125,71 @@ def predictions_frame(bundle: TaskBundle, rows: np.ndarray, p: np.ndarray) -> pl
                          "predicted_boolean_value": p.reshape(-1) >= 0.5})
 
 
+def _vocabulary_graph_source():
+    """(code table, CodeGraph) of the built vocabulary (the graph-kg arms; loaded once per process)."""
+    if "vg" not in _VOCAB_GRAPH:
+        from medtok.loading import load_vocabulary  # the vocabulary cache: only the graph-kg arms read it
+
+        v, g = load_vocabulary()
+        _VOCAB_GRAPH["vg"] = (v.codes, g)
+    return _VOCAB_GRAPH["vg"]
+
+
+_VOCAB_GRAPH: dict = {}
+
+
+def hicd_graph_for(spec: str, bundle: TaskBundle, space: CodeSpace, res: Resources, pmi_min_count: int):
+    """The graph of a `graph-*` tokenizer spec (issue 22): PMI + ancestors at its levels, or the
+    vocabulary's KG (`graph-kg`: is_a / GEM / in_group; `graph-kgjoin`: + xref / kg_relation)."""
+    p = parse_spec(spec)
+    if p["source"] == "pmi":
+        return build_pmi_graph(space.codes, res.levels, bundle.data, p["levels"], pmi_min_count)
+    codes_df, graph = res.vocab_graph if res.vocab_graph is not None else _vocabulary_graph_source()
+    return vocabulary_graph(space.codes, codes_df, graph, KG_JOINED_EDGE_TYPES if p["source"] == "kgjoin" else KG_EDGE_TYPES)
+
+
+def _paper_tokenizer(tokenizer, mcfg, bundle, space, res, seed, cfg, cache_dir):
+    if parse_spec(tokenizer)["family"] != "graph":
+        return make_tokenizer(tokenizer, mcfg.d_model, space, bundle.seen, res)
+    gcfg = GCNConfig.from_dict(cfg.gcn)
+    graph = hicd_graph_for(tokenizer, bundle, space, res, gcfg.pmi_min_count)
+    z, meta = cached_embeddings(graph, mcfg.d_model, seed, gcfg, cache_dir, label=f"gcn__{tokenizer}")
+    return GraphInitTokenizer(tokenizer, mcfg.d_model, space, bundle.seen, res, graph, z, meta)
+
+
 def run_cell(bundle: TaskBundle, space: CodeSpace, res: Resources, model: str, tokenizer: str, seed: int,
-             cfg: BenchConfig) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Train + predict the test split. Returns (record without metrics, test rows, probabilities)."""
+             cfg: BenchConfig, cache_dir: Path | None = None, with_tuning: bool = False, fingerprint: str = ""):
+    """Train + predict the test split. Returns (record without metrics, test rows, probabilities)
+    and, with `with_tuning`, also (tuning rows, their probabilities) for the F1 threshold.
+    `cache_dir`: where the pretraining artefacts of the issue-22 arms live."""
     d = bundle.data
     test = d.rows("held_out")
+    tune = d.rows("tuning")
+    p_tune = None
     torch.manual_seed(seed)
     np.random.seed(seed % (2 ** 32))
     rec: dict = {"model": model, "tokenizer": tokenizer, "seed": seed}
     t0 = time.perf_counter()
-    if model in NEURAL_MODELS:
+    if model in NEURAL_MODELS or model in PAPER_MODELS:
 
         mcfg, tcfg = ModelConfig.from_dict(cfg.model), TrainConfig.from_dict(cfg.train)
-        tok = make_tokenizer(tokenizer, mcfg.d_model, space, bundle.seen, res)
-        net = (TransformEHR if model == "transformer" else BEHRT)(tok, n_outputs(d.kind, len(d.classes)), mcfg)
+        if model in NEURAL_MODELS and parse_spec(tokenizer)["family"] != "graph":
+            tok = make_tokenizer(tokenizer, mcfg.d_model, space, bundle.seen, res)
+        else:
+            tok = _paper_tokenizer(tokenizer, mcfg, bundle, space, res, seed, cfg, cache_dir)
+        cls = {"transformer": TransformEHR, "behrt": BEHRT, "behrt-mlm": BEHRT, "hicd": VisitPatientModel}[model]
+        net = cls(tok, n_outputs(d.kind, len(d.classes)), mcfg)
+        if model == "behrt-mlm":
+            data_key = f"{fingerprint}|{bundle.key}|{int(bundle.seen.sum())}|{len(space)}"
+            rec["pretraining"] = cached_pretrain(net, d, space.codes, tokenizer, seed, MLMConfig.from_dict(cfg.mlm),
+                                                 cache_dir, data_key)
         hist = fit(net, d, tcfg, seed)
         net = hist.pop("model")
         t1 = time.perf_counter()
         p = predict(net, d, test, tcfg.eval_batch_size)
         infer = time.perf_counter() - t1
+        if with_tuning:
+            p_tune = predict(net, d, tune, tcfg.eval_batch_size) if len(tune) else np.zeros(0, np.float32)
         rec["tokenizer_info"] = tok.describe()
         rec["model_trainable_params"] = sum(q.numel() for q in net.parameters() if q.requires_grad)
         rec["training"] = {k: v for k, v in hist.items()}
@@ -137,14 +199,19 @@ def run_cell(bundle: TaskBundle, space: CodeSpace, res: Resources, model: str, t
                              "infer_samples_per_s": len(test) / max(infer, 1e-9)}
     elif model in TREE_MODELS:
         X, groups = bag_features(tokenizer, d.bag, bundle.seen, res)
-        p = fit_predict(model, d.kind, X, d.y, d.rows("train"), test, TreeConfig.from_dict(cfg.trees), seed,
+        rows = np.concatenate([test, tune]) if with_tuning else test
+        p = fit_predict(model, d.kind, X, d.y, d.rows("train"), rows, TreeConfig.from_dict(cfg.trees), seed,
                         len(d.classes))
+        if with_tuning:     # one fit; predictions are per row, so the test rows' values are unchanged
+            p, p_tune = p[:len(test)], p[len(test):]
         rec["tokenizer_info"] = {"tokenizer": tokenizer, "feature_columns": int(X.shape[1]), "feature_groups": groups}
     else:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     rec["seconds"] = time.perf_counter() - t0
     if len(p) != len(test):
         raise HeldOutIntegrityError(f"{len(p)} predictions for {len(test)} test samples")
+    if with_tuning:
+        return rec, test, p, tune, p_tune
     return rec, test, p
 
 
@@ -159,10 +226,17 @@ def score(bundle: TaskBundle, test: np.ndarray, p: np.ndarray, cfg: BenchConfig)
 
 def execute_cell(path: Path, dataset: str, fingerprint: str, bundle: TaskBundle, space: CodeSpace, res: Resources,
                  model: str, tokenizer: str, seed: int, cfg: BenchConfig, extra: dict | None = None) -> dict:
-    """Run and write one cell (predictions first, JSON last); returns the record."""
-    rec, test, p = run_cell(bundle, space, res, model, tokenizer, seed, cfg)
+    """Run and write one cell (predictions first, JSON last); returns the record. Also written:
+    the tuning split's predictions (`.tuning.parquet`) and, for binary tasks, F1-macro at the
+    threshold chosen on them (`metrics.f1_macro`, `metrics.f1_threshold`; issue 22)."""
+    cache_dir = Path(path).parents[3] / "pretrain" / Path(path).parents[1].name / Path(path).parent.name
+    rec, test, p, tune, p_tune = run_cell(bundle, space, res, model, tokenizer, seed, cfg, cache_dir, with_tuning=True,
+                                          fingerprint=fingerprint)
     p = np.asarray(p, dtype=np.float32)    # as written (MEDS: float); scores and file agree exactly
+    p_tune = np.asarray(p_tune, dtype=np.float32)
     rec.update(score(bundle, test, p, cfg))
+    if bundle.data.kind == "binary":
+        rec["metrics"].update(f1_at_tuned_threshold(bundle.data.y[tune], p_tune, bundle.data.y[test], p))
     rec.update({"dataset": dataset, "task": bundle.name, "preset": bundle.preset, "task_key": bundle.key,
                 "kind": bundle.kind, "classes": bundle.classes, "task_definition": bundle.describe,
                 "data_fingerprint": fingerprint, "config": cfg.to_dict(), "cell": path.stem, **(extra or {})})
@@ -172,7 +246,11 @@ def execute_cell(path: Path, dataset: str, fingerprint: str, bundle: TaskBundle,
                                                             pl.lit(seed).alias("seed"))
     with atomic_path(pred_path) as tmp:
         pred.write_parquet(tmp)
+    tune_path = path.with_suffix(".tuning.parquet")
+    with atomic_path(tune_path) as tmp:
+        predictions_frame(bundle, tune, p_tune).write_parquet(tmp)
     rec["predictions_file"] = str(pred_path)
+    rec["tuning_predictions_file"] = str(tune_path)
     atomic_write_text(path, json.dumps(rec, indent=1, default=_json_default) + "\n")
     return rec
 

@@ -29,6 +29,7 @@ import polars as pl
 from ehr.benchmark.cells import DEFAULT_MODELS, MODELS, BenchConfig, cell_path, execute_cell, read_cell
 from ehr.benchmark.data import SyntheticSpec, load_cohort
 from ehr.benchmark.models.gbt import TREE_MODELS
+from ehr.benchmark.paper_stats import count_above_zero, paper_summary
 from ehr.benchmark.prepare import Prepared, default_task_specs, prepare
 from ehr.benchmark.report import write_report
 from ehr.benchmark.summary import result_row, summarize
@@ -61,6 +62,10 @@ class GridConfig(JsonConfig):
     progress: bool = True
     report: bool = True
     compute: bool = True                       # False: report on the finished cells only (no training)
+    # issue 22: a finished cell without tuning-split predictions (written before F1-macro existed)
+    # counts as missing and is rerun (same seed: the same test predictions); False: reused as is
+    require_tuning_predictions: bool = False
+    paper_metrics: bool = True                 # write paper_metrics.{csv,json} (F1, DeLong, k of n)
 
     def __post_init__(self):
         for t in self.tokenizers:
@@ -124,7 +129,7 @@ def enumerate_cells(prep: Prepared, cfg: GridConfig, bench: BenchConfig) -> list
                     # (the defaults add nothing, so cells written before the rules existed stay valid)
                     rules = (prep.info.get("keep_codes"), prep.info.get("max_len", 256))
                     data_key = prep.cohort.fingerprint if rules == (None, 256) else f"{prep.cohort.fingerprint}|{rules}"
-                    key = bench.key(data_key, b.key, model)
+                    key = bench.key(data_key, b.key, model, tok)
                     jobs.append((str(cell_path(Path(cfg.out), prep.cohort.name, b, model, tok, seed, key)), bi, model,
                                  tok, seed))
     return jobs
@@ -136,7 +141,7 @@ def run_cells(prep: Prepared, jobs: list[tuple], cfg: GridConfig, bench: BenchCo
 
     records, todo = [], []
     for job in jobs:
-        rec = read_cell(Path(job[0]))
+        rec = _read(Path(job[0]), cfg)
         (records.append(rec) if rec is not None else todo.append(job))
     if not cfg.compute:
         log.info("report only: %d finished cells, %d not computed", len(records), len(todo))
@@ -173,6 +178,13 @@ def run_cells(prep: Prepared, jobs: list[tuple], cfg: GridConfig, bench: BenchCo
             bar.update(1)
     bar.close()
     return records
+
+
+def _read(path: Path, cfg: GridConfig) -> dict | None:
+    rec = read_cell(path)
+    if rec is not None and cfg.require_tuning_predictions and not Path(rec.get("tuning_predictions_file", "")).exists():
+        return None
+    return rec
 
 
 def synthetic_slices(prep: Prepared, rare: int) -> dict:
@@ -215,7 +227,7 @@ def run_grid(cfg: GridConfig, prepared: Prepared | None = None, vectors: dict | 
                            keep_codes=cfg.keep_codes)
     t_prep = time.perf_counter() - t0
     jobs = enumerate_cells(prepared, cfg, bench)
-    n_done_before = sum(1 for j in jobs if read_cell(Path(j[0])) is not None)
+    n_done_before = sum(1 for j in jobs if _read(Path(j[0]), cfg) is not None)
     t1 = time.perf_counter()
     records = run_cells(prepared, jobs, cfg, bench)
     t_cells = time.perf_counter() - t1
@@ -229,12 +241,27 @@ def run_grid(cfg: GridConfig, prepared: Prepared | None = None, vectors: dict | 
             "cells": len(jobs), "cells_reused": n_done_before, "cells_run": len(jobs) - n_done_before,
             "seconds": {"prepare": t_prep, "cells": t_cells}}
     paths = write_tables(records, summary, out, meta)
+    if cfg.paper_metrics and records:
+        paths.update(write_paper_metrics(records, slices, bench, out, meta))
     if cfg.report and records:
 
         paths.update(write_report(records, summary, out, meta, full_vocab=prepared.cohort.meds_dir is not None))
     meta["seconds"]["total"] = time.perf_counter() - t0
     atomic_write_text(out / "run.json", json.dumps({**meta, "outputs": paths}, indent=1, default=str) + "\n")
     return {**meta, "outputs": paths, "records": records, "summary": summary}
+
+
+def write_paper_metrics(records: list[dict], slices: dict, bench: BenchConfig, out: Path, meta: dict) -> dict:
+    """paper_metrics.{csv,json}: F1-macro, DeLong vs flat, paired bootstrap of AUPRC and F1, and
+    the "k of n comparisons with a CI above 0" counts (`ehr.benchmark.paper_stats`; binary tasks)."""
+    rows = paper_summary(records, slices, bench.n_boot, bench.boot_seed)
+    counts = {m: count_above_zero(rows, m) for m in ("delong", "auprc_diff", "f1_diff")}
+    if rows:
+        pl.DataFrame([{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows],
+                     infer_schema_length=None).write_csv(out / "paper_metrics.csv")
+    atomic_write_text(out / "paper_metrics.json", json.dumps({**meta, "above_zero": counts, "rows": rows}, indent=1,
+                                                             default=str) + "\n")
+    return {"paper_metrics_json": str(out / "paper_metrics.json")}
 
 
 def sequence_length(bench: BenchConfig, cfg: GridConfig) -> int:

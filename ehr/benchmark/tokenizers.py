@@ -17,6 +17,7 @@ differ only on vocabulary codes (ICD-9/10 diagnoses and procedures, ATC):
 | medtok[-text|-graph|-n3000] | frozen MedTok quantized vectors [4, 64] -> learned Linear | same path: MedTok tokenizes unseen codes from their text and graph (inductive) |
 | medtok-ids      | MedTok token ids -> learned codebook-sized embedding, weighted mean | same path                                   |
 | X+flat (X = text, medtok[-text|-graph|-n3000]) | X's projected frozen vector + learned per-code row initialised at 0 | X's projected vector alone |
+| graph-XYZ / graph-kg[join] | learned row per code initialised from a pretrained GCN (HICD-Graph; built by the cell) | its GCN embedding (inductive via ancestor / KG edges) |
 | X-init          | trainable per-code row initialised by a fixed PCA map of X's vector (fitted on train-seen codes) | the same fixed map of its vector |
 
 A vocabulary code outside the tokenizer's code systems (e.g. an ATC code for a MedTok trained
@@ -47,6 +48,12 @@ _HIER = re.compile(r"^hier(?:-([01]{3}))?(-tok)?$")
 # fixed PCA map of X. X in INTEGRATION_BASES.
 INTEGRATION_BASES = ("text", "medtok", "medtok-text", "medtok-graph", "medtok-n3000")
 INTEGRATIONS = {"+flat": "plus-flat", "-init": "init"}
+# HICD-Graph's code table (issue 22; `ehr.benchmark.models.hicd_graph`): graph-XYZ = GCN on PMI +
+# ancestor edges at levels XYZ (graph-000: PMI only), graph-kg = on the vocabulary's is_a / GEM /
+# in_group edges, graph-kgjoin = + xref / kg_relation edges (a KG-joined vocabulary)
+_GRAPH = re.compile(r"^graph-([01]{3}|kg|kgjoin)$")
+GRAPH_TOKENIZERS = ["graph-111", "graph-kg"]
+GRAPH_ABLATION_TOKENIZERS = [f"graph-{a}{b}{c}" for a in "01" for b in "01" for c in "01"]
 INTEGRATION_TOKENIZERS = [f"{x}{suffix}" for x in ("medtok", "text") for suffix in INTEGRATIONS]
 _INTEGRATION = re.compile(r"^(" + "|".join(re.escape(b) for b in INTEGRATION_BASES) + r")(\+flat|-init)$")
 
@@ -63,6 +70,12 @@ def parse_spec(spec: str) -> dict:
         return {"family": "text"}
     if spec in MEDTOK_SPECS:
         return {"family": "medtok-ids" if spec == "medtok-ids" else "medtok", "variant": MEDTOK_SPECS[spec]}
+    m = _GRAPH.match(spec)
+    if m:
+        lv = m.group(1)
+        if lv in ("kg", "kgjoin"):
+            return {"family": "graph", "source": lv, "levels": (0, 0, 0)}
+        return {"family": "graph", "source": "pmi", "levels": tuple(int(c) for c in lv)}
     m = _INTEGRATION.match(spec)
     if m:
         base = parse_spec(m.group(1))
@@ -96,6 +109,7 @@ class Resources:
     text: np.ndarray | None = None                       # [V, 1, 384]
     text_found: np.ndarray | None = None
     medtok: dict = field(default_factory=dict)           # variant -> (vectors [V, 4, d], ids [V, 4, K], weights, found)
+    vocab_graph: tuple | None = None                     # (code table, CodeGraph) for graph-kg; None = the built vocabulary
 
 
 def _lookup_rows(keys, allowed: set) -> tuple[np.ndarray, int]:
@@ -285,6 +299,9 @@ def make_tokenizer(spec: str, d: int, space: CodeSpace, train_seen: np.ndarray, 
         if p["levels"] == (0, 0, 0):
             return FlatTokenizer(spec, d, space, train_seen, res)
         return HierTokenizer(spec, d, space, train_seen, res, p["levels"], p["mode"])
+    if fam == "graph":
+        raise ValueError(f"{spec}: a graph-initialised table needs its GCN pretraining; the benchmark cell builds "
+                         "it (ehr.benchmark.cells.run_cell -> models.hicd_graph.GraphInitTokenizer)")
     if p.get("integration"):
         return _integration_tokenizer(spec, p, d, space, train_seen, res)
     if fam == "text":
@@ -419,7 +436,7 @@ def full_vocab_footprint(spec: str, d: int, n_codes: int, level_rows: dict | Non
     p = parse_spec(spec)
     fam = p["family"]
     out = {"tokenizer": spec, "n_codes": n_codes}
-    if fam in ("flat", "hier"):
+    if fam in ("flat", "hier", "graph"):       # graph: one learned row per code (GCN pretraining not counted)
         rows = n_codes + 1
         if fam == "hier":
             rows += sum((level_rows or {}).get(LEVELS[j], 0) + 1 for j in range(3) if p["levels"][j])
