@@ -340,3 +340,23 @@ def test_missing_vocabulary_named_or_built(tmp_path, capsys, monkeypatch):
     ensure_vocabulary(None, "mimic3")
     assert built == [tmp_path / "default_vocab"]
     assert "building it" in capsys.readouterr().err
+
+
+def test_overlapping_admissions_through_the_mimic_converter(tmp_path, tiny_vocab):
+    """MIMIC-III rows with admit1 < admit2 < discharge1 < discharge2: two stays of 4 and 14 days
+    (by hadm_id), counted as overlapping in the conversion report."""
+    from ehr.convert import EhrDataConfig, run_ehr_data
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "PATIENTS.csv").write_text("ROW_ID,SUBJECT_ID,GENDER,DOB,DOD\n1,7,F,2050-01-01 00:00:00,\n")
+    (root / "ADMISSIONS.csv").write_text(
+        "ROW_ID,SUBJECT_ID,HADM_ID,ADMITTIME,DISCHTIME,DEATHTIME,ADMISSION_TYPE,DISCHARGE_LOCATION,HOSPITAL_EXPIRE_FLAG\n"
+        "1,7,601,2100-01-01 08:00:00,2100-01-05 08:00:00,,EMERGENCY,HOME,0\n"
+        "2,7,602,2100-01-03 08:00:00,2100-01-17 08:00:00,,ELECTIVE,HOME,0\n")
+    (root / "DIAGNOSES_ICD.csv").write_text("ROW_ID,SUBJECT_ID,HADM_ID,SEQ_NUM,ICD9_CODE\n1,7,601,1,4280\n2,7,602,1,25000\n")
+    rep = run_ehr_data(EhrDataConfig(dataset="mimic3", root=str(root), out=str(tmp_path / "out"),
+                                     tasks=["length_of_stay:admission_10class"], vocab_dir=tiny_vocab,
+                                     progress=False, print_tables=False))
+    assert rep["stays"]["overlapping_stays"] == 1 and rep["stays"]["paired_by_admission_id"] == 2
+    lab = pl.read_parquet(tmp_path / "out" / "labels" / "length_of_stay.admission_10class.samples.parquet")
+    assert lab.select("stay_admission_id", "integer_value").rows() == [(601, 4), (602, 8)]
