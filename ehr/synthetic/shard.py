@@ -129,7 +129,10 @@ def generate_shard(cfg, w: World, codes: Codes, shard: int, subject_ids: np.ndar
         a = admit[act]
         d = a + (los * US_PER_HOUR).astype(np.int64)
         died = rng.random(m) < _sigmoid(-3.8 + 1.2 * z)
-        elective = rng.random(m) < 0.2
+        draw = rng.random(m)
+        # issue 22: the knowledge-graph / description scenarios plant an admission-type signal
+        # (w.admission_effect > 0); every other scenario keeps the same draw against 0.2
+        elective = draw < (_sigmoid(np.log(0.25) - w.admission_effect * z) if w.admission_effect else 0.2)
         ev.add(act, a, np.where(elective, codes.marker["HOSPITAL_ADMISSION//ELECTIVE"],
                                 codes.marker["HOSPITAL_ADMISSION//EMERGENCY"]))
         ev.add(act[owner], d[owner], dx_off + dx)

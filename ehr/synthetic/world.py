@@ -20,6 +20,26 @@ Scenarios (the effect beta_c of diagnosis code c on the outcome score):
 - `code-level`: 400 codes drawn independently (in proportion to the square root of their
   popularity) get independent N(0, 1.2^2) effects; siblings share nothing.
 - `null`: beta = 0 for every code.
+- `knowledge-graph` (issue 22): effects shared by ICD-10-CM codes whose diseases are linked in
+  the knowledge graph, MONDO -> Hetionet, cutting across the ICD tree. A Hetionet disease joins
+  MONDO by its lower-cased name (as `medtok.graph.external` joins them) and MONDO joins
+  ICD-10-CM through the SSSOM mappings (`kg/mondo/mondo_*icd10cm.sssom.tsv.gz`); a disease's
+  codes are its mapped codes and their descendants (code prefix). Hubs: Hetionet compounds
+  (treats / palliates, CtD / CpD) and genes (associates / up- / down-regulates, DaG / DuG /
+  DdG) linked to >= 2 joined diseases whose codes span >= 2 ICD-10-CM chapters; 12 hubs drawn
+  by popularity mass carry +-1.2, and beta_c = the sum over the hubs c's diseases link to.
+  `World.kg_info` counts the joined diseases and the informative codes (the cohort's
+  `truth` counts the patients carrying them).
+- `description` (issue 22): effects shared by codes whose descriptions are near in a TF-IDF
+  word space (scikit-learn `TfidfVectorizer`: word unigrams and bigrams, English stop words,
+  sublinear tf, l2; NOT MiniLM, so the text arms are not graded against their own encoder):
+  20 seed codes drawn by popularity, each seed's 30 nearest codes by cosine (itself
+  included) share the seed's +-1.2; beta_c sums over the groups c is in.
+The two issue-22 scenarios also plant a signal for the admission type
+(`World.admission_effect` = 0.8: a stay is elective with probability
+sigmoid(logit(0.2) - 0.8 z), z the stay's outcome score), so emergency admission is learnable;
+today's four scenarios keep admission_effect = 0 (elective with probability 0.2, the same
+random draws: their cohorts are bit-identical).
 """
 
 from __future__ import annotations
@@ -30,10 +50,13 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 from ehr.tasks.ccs import icd10_to_ccs
-from medbase.paths import default_vocab_dir
+from medbase.paths import SHARED_DATA_ENV, default_vocab_dir, shared_data_path
 from medtok.codes.vocabulary import Vocabulary
 
-SCENARIOS = ("hierarchy", "cross-cutting", "code-level", "null")
+SCENARIOS = ("hierarchy", "cross-cutting", "code-level", "null", "knowledge-graph", "description")
+PAPER_SCENARIOS = ("knowledge-graph", "description")      # issue 22
+ADMISSION_EFFECT = 0.8                                     # the issue-22 scenarios' admission-type signal
+KG_HUB_METAEDGES = ("CtD", "CpD", "DaG", "DuG", "DdG")
 CHAPTER_WEIGHTS = {"CH09": 0.16, "CH04": 0.12, "CH21": 0.11, "CH18": 0.08, "CH05": 0.07, "CH10": 0.06,
                    "CH11": 0.06, "CH14": 0.05, "CH19": 0.05, "CH06": 0.04, "CH02": 0.04, "CH01": 0.03,
                    "CH03": 0.03, "CH13": 0.03, "CH20": 0.02}
@@ -71,6 +94,8 @@ class World:
     infection_mask: np.ndarray    # dx codes that raise antibiotic use (chapter 1, CCS 2/122)
     circulatory_mask: np.ndarray  # dx codes in chapter 9
     lipid_mask: np.ndarray        # E78.* and I25.*
+    admission_effect: float = 0.0  # issue 22: elective ~ sigmoid(logit(0.2) - admission_effect * z); 0 = today's 0.2
+    kg_info: dict | None = None    # knowledge-graph scenario: joined diseases, hubs, informative codes
 
 
 def _ancestry(codes: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,6 +195,22 @@ def build_world(codes: pd.DataFrame, seed: int = 0, scenario: str = "hierarchy")
         eff = dict(zip(chosen.tolist(), _signs(rng, len(chosen), 1.2)))
         effect += np.array([eff.get(int(g), 0.0) for g in ccs])
         rows += [(f"CCS:{int(g)}", e, "ccs") for g, e in eff.items()]
+    elif scenario == "knowledge-graph":
+        hubs, kg_info = _kg_hubs(ids, chap)
+        keys = np.array(sorted(hubs))
+        mass = np.array([prob[sorted(hubs[h])].sum() for h in keys]) if len(keys) else np.zeros(0)
+        chosen = _pick(rng, keys, mass, 12) if len(keys) else np.array([])
+        eff = dict(zip(chosen.tolist(), _signs(rng, len(chosen), 1.2)))
+        for h, e in eff.items():
+            effect[sorted(hubs[h])] += e
+        rows += [(f"HETIO:{h}", e, "kg_hub") for h, e in eff.items()]
+        kg_info.update(hubs_chosen=len(eff), informative_codes=int((effect != 0).sum()))
+    elif scenario == "description":
+        groups_d = _description_groups(dx["description"].astype(str).tolist(), prob, rng, 20, 30)
+        eff = dict(zip(range(len(groups_d)), _signs(rng, len(groups_d), 1.2)))
+        for g, members in enumerate(groups_d):
+            effect[members] += eff[g]
+        rows += [(f"TFIDF:{ids[m[0]]}", eff[g], "description") for g, m in enumerate(groups_d)]
     elif scenario == "code-level":
         chosen = _pick(rng, np.arange(len(ids)), np.sqrt(prob), 400)
         effect[chosen] = rng.normal(0.0, 1.2, size=len(chosen))
@@ -204,7 +245,76 @@ def build_world(codes: pd.DataFrame, seed: int = 0, scenario: str = "hierarchy")
                  hypertension_idx=int(hyp[0]),
                  infection_mask=(np.char.startswith(short.astype(str), "CH01")) | np.isin(ccs, [2, 122]),
                  circulatory_mask=short == "CH09",
-                 lipid_mask=np.char.startswith(bare.astype(str), "E78") | np.char.startswith(bare.astype(str), "I25"))
+                 lipid_mask=np.char.startswith(bare.astype(str), "E78") | np.char.startswith(bare.astype(str), "I25"),
+                 admission_effect=ADMISSION_EFFECT if scenario in PAPER_SCENARIOS else 0.0,
+                 kg_info=kg_info if scenario == "knowledge-graph" else None)
+
+
+def _kg_hubs(ids: list[str], chap: np.ndarray, kg_dir=None) -> tuple[dict, dict]:
+    """{hub (Hetionet compound / gene id): indices into `ids` of the codes of the joined diseases it
+    links}, for hubs linking >= 2 joined diseases whose codes span >= 2 chapters; and counts."""
+    root = kg_dir or shared_data_path("kg")
+    if root is None or not (root / "mondo").exists() or not (root / "hetionet").exists():
+        raise ValueError("the knowledge-graph scenario needs the shared MONDO and Hetionet files "
+                         f"(kg/mondo, kg/hetionet under ${SHARED_DATA_ENV}); not found")
+    maps = pd.concat([pd.read_csv(f, sep="\t", comment="#", dtype=str)[["subject_label", "object_id"]]
+                      for f in sorted((root / "mondo").glob("mondo_*icd10cm.sssom.tsv*"))], ignore_index=True)
+    maps = maps.dropna()
+    nodes = pd.read_csv(next((root / "hetionet").glob("*nodes.tsv*")), sep="\t", dtype=str)
+    dis = nodes[nodes["kind"] == "Disease"]
+    by_label: dict[str, set] = {}
+    for lab, obj in zip(maps["subject_label"].str.lower(), maps["object_id"]):
+        if obj.startswith("ICD10CM:"):
+            by_label.setdefault(lab, set()).add(obj.split(":", 1)[1])
+    bare = np.array([c.split(":", 1)[1] for c in ids])
+    order = np.argsort(bare, kind="stable")
+    sorted_bare = bare[order]
+    disease_codes: dict[str, np.ndarray] = {}
+    for did, name in zip(dis["id"], dis["name"].str.lower()):
+        mapped = by_label.get(name)
+        if not mapped:
+            continue
+        idx = []
+        for code in mapped:   # the code and its descendants: the assignable codes it prefixes
+            lo = np.searchsorted(sorted_bare, code, side="left")
+            hi = np.searchsorted(sorted_bare, code + "\uffff", side="left")
+            idx += order[lo:hi].tolist()
+        if idx:
+            disease_codes[did] = np.unique(idx)
+    edges = pd.read_csv(next((root / "hetionet").glob("*.sif*")), sep="\t", dtype=str)
+    edges = edges[edges["metaedge"].isin(KG_HUB_METAEDGES)]
+    hubs: dict[str, set] = {}
+    links: dict[str, set] = {}
+    for s_, meta, t_ in edges.itertuples(index=False):
+        d_, h_ = (t_, s_) if meta in ("CtD", "CpD") else (s_, t_)
+        if d_ in disease_codes:
+            links.setdefault(h_, set()).add(d_)
+    for h_, ds in links.items():
+        members = set(np.concatenate([disease_codes[d_] for d_ in ds]).tolist())
+        if len(ds) >= 2 and len({chap[i] for i in members} - {""}) >= 2:
+            hubs[h_] = members
+    covered = set().union(*disease_codes.values()) if disease_codes else set()
+    info = {"hetionet_diseases": int(len(dis)),
+            "diseases_mapped_to_icd10cm": int(sum(1 for n in dis["name"].str.lower() if by_label.get(n))),
+            "joined_diseases": len(disease_codes),         # with >= 1 assignable code in the vocabulary
+            "codes_of_joined_diseases": len(covered), "candidate_hubs": len(hubs),
+            "join": "Hetionet disease name = MONDO label (lower case) -> SSSOM ICD-10-CM mappings -> code + descendants"}
+    return hubs, info
+
+
+def _description_groups(descriptions: list[str], prob: np.ndarray, rng, k: int, size: int) -> list[np.ndarray]:
+    """k groups: a seed code drawn by popularity and its `size` nearest codes (itself included)
+    by cosine in a TF-IDF space of the descriptions (see the module doc)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    X = TfidfVectorizer(ngram_range=(1, 2), stop_words="english", sublinear_tf=True, min_df=1).fit_transform(descriptions)
+    seeds = _pick(rng, np.arange(len(descriptions)), prob, k)
+    out = []
+    for s_ in seeds:
+        sim = np.asarray((X @ X[int(s_)].T).todense()).ravel()
+        sim[int(s_)] = np.inf
+        out.append(np.sort(np.argsort(-sim, kind="stable")[:size]))
+    return out
 
 
 def _describe_effects(effects, ids, chap, block, cat, ccs, scenario) -> pd.DataFrame:
