@@ -125,14 +125,25 @@ def predictions_frame(bundle: TaskBundle, rows: np.ndarray, p: np.ndarray) -> pl
                          "predicted_boolean_value": p.reshape(-1) >= 0.5})
 
 
-def _vocabulary_graph_source():
-    """(code table, CodeGraph) of the built vocabulary (the graph-kg arms; loaded once per process)."""
-    if "vg" not in _VOCAB_GRAPH:
+def _vocabulary_graph_source(joined: bool = False):
+    """(code table, CodeGraph) of the built vocabulary (graph-kg), or of the built vocabulary
+    joined to the shared MONDO and Hetionet files (graph-kgjoin: `medtok.graph.external
+    .attach_external`, as the knowledge-graph question task joins them); loaded once per process."""
+    key = "joined" if joined else "vg"
+    if key not in _VOCAB_GRAPH:
         from medtok.loading import load_vocabulary  # the vocabulary cache: only the graph-kg arms read it
 
         v, g = load_vocabulary()
-        _VOCAB_GRAPH["vg"] = (v.codes, g)
-    return _VOCAB_GRAPH["vg"]
+        if joined:
+            from medtok.graph.external import attach_external  # only graph-kgjoin joins the external KGs
+            from medbase.paths import shared_data_path  # the shared KG files: only graph-kgjoin reads them
+
+            mondo, hetio = shared_data_path("kg", "mondo"), shared_data_path("kg", "hetionet")
+            if mondo is None or hetio is None:
+                raise ValueError("graph-kgjoin needs the shared kg/mondo and kg/hetionet files")
+            v, g, _ = attach_external(v, g, mondo_dir=mondo, hetionet_dir=hetio, progress=False)
+        _VOCAB_GRAPH[key] = (v.codes, g)
+    return _VOCAB_GRAPH[key]
 
 
 _VOCAB_GRAPH: dict = {}
@@ -144,8 +155,11 @@ def hicd_graph_for(spec: str, bundle: TaskBundle, space: CodeSpace, res: Resourc
     p = parse_spec(spec)
     if p["source"] == "pmi":
         return build_pmi_graph(space.codes, res.levels, bundle.data, p["levels"], pmi_min_count)
-    codes_df, graph = res.vocab_graph if res.vocab_graph is not None else _vocabulary_graph_source()
-    return vocabulary_graph(space.codes, codes_df, graph, KG_JOINED_EDGE_TYPES if p["source"] == "kgjoin" else KG_EDGE_TYPES)
+    joined = p["source"] == "kgjoin"
+    codes_df, graph = res.vocab_graph if res.vocab_graph is not None else _vocabulary_graph_source(joined)
+    # kgjoin: code -xref- MONDO -kg_relation- gene / compound -kg_relation- MONDO -xref- code is 4 hops
+    return vocabulary_graph(space.codes, codes_df, graph, KG_JOINED_EDGE_TYPES if joined else KG_EDGE_TYPES,
+                            hops=4 if joined else 2)
 
 
 def _paper_tokenizer(tokenizer, mcfg, bundle, space, res, seed, cfg, cache_dir):

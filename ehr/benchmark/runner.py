@@ -125,6 +125,8 @@ def enumerate_cells(prep: Prepared, cfg: GridConfig, bench: BenchConfig) -> list
                 if model in TREE_MODELS and seed != cfg.seeds[0]:
                     continue
                 for tok in cfg.tokenizers:
+                    if model in TREE_MODELS and _tree_duplicate(tok):
+                        continue
                     # the input rules (token filter, sequence cap) are part of the data a cell saw
                     # (the defaults add nothing, so cells written before the rules existed stay valid)
                     rules = (prep.info.get("keep_codes"), prep.info.get("max_len", 256))
@@ -133,6 +135,13 @@ def enumerate_cells(prep: Prepared, cfg: GridConfig, bench: BenchConfig) -> list
                     jobs.append((str(cell_path(Path(cfg.out), prep.cohort.name, b, model, tok, seed, key)), bi, model,
                                  tok, seed))
     return jobs
+
+
+def _tree_duplicate(tok: str) -> bool:
+    """Issue-22 arms whose bag-of-codes features equal another arm's (X+flat / X-init: X's;
+    graph-*: flat's): no tree cell for them (it would repeat that arm's cell)."""
+    p = parse_spec(tok)
+    return bool(p.get("integration")) or p["family"] == "graph"
 
 
 def run_cells(prep: Prepared, jobs: list[tuple], cfg: GridConfig, bench: BenchConfig) -> list[dict]:
