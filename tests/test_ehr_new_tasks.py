@@ -134,3 +134,25 @@ def test_icu_readmission_builds_on_offset_only_data():
         b = build_task(get_task("icu_readmission", preset), ev, meta={"medtok": {"relative_times": True}})
         assert b.skipped is None, b.skipped
         assert b.labels["boolean_value"].to_list() == [True, False]
+
+
+# ---- the demo data (pipeline checks; the counts the issue states) -------------------------
+def _demo(name):
+    from medbase.paths import shared_data_path
+
+    root = shared_data_path("ehr", f"{name}-demo")
+    if root is None:
+        pytest.skip(f"shared {name} demo not found")
+    from ehr.benchmark.data import load_cohort
+
+    return load_cohort(name, root)
+
+
+def test_demo_counts():
+    m = _demo("mimic3")
+    b = build_task(get_task("emergency_admission"), m.events, m.splits, m.meta)
+    assert b.skipped is None and int(b.labels["boolean_value"].sum()) == 10       # "about 10 positives"
+    e = _demo("eicu")
+    b = build_task(get_task("icu_readmission"), e.events, e.splits, e.meta)
+    assert b.skipped is None and int(b.labels["boolean_value"].sum()) == 30       # "30 such pairs"
+    assert build_task(get_task("emergency_admission"), e.events, e.splits, e.meta).skipped   # offsets only
