@@ -14,6 +14,7 @@ from typing import Iterable
 from qa.linker.config import LinkerConfig
 from qa.linker.linker_eval import evaluate
 from qa.linker.pipeline import CodeLinker, LinkedCode, load_linker_vocabulary
+from qa.linker.sentence_eval import evaluate_sentences
 
 
 def read_texts(texts: Iterable[str] = (), file: str | Path | None = None) -> list[str]:
@@ -25,22 +26,42 @@ def read_texts(texts: Iterable[str] = (), file: str | Path | None = None) -> lis
 
 
 def config_from_args(systems: list[str] | None = None, threshold: float | None = None,
-                     extra_aliases: Iterable[str] = ()) -> LinkerConfig:
-    """A LinkerConfig from the CLI's options (unset options keep the defaults)."""
+                     extra_aliases: Iterable[str] = (), overrides: dict | None = None) -> LinkerConfig:
+    """A LinkerConfig from the CLI's options (unset options keep the defaults); `overrides`: other fields."""
     kw: dict = {k: v for k, v in (("systems", systems), ("threshold", threshold)) if v is not None}
     if extra_aliases:
         kw["extra_alias_files"] = tuple(extra_aliases)
-    return LinkerConfig(**kw)
+    return LinkerConfig(**kw).with_overrides(**(overrides or {}))
+
+
+def parse_overrides(pairs: Iterable[str] = ()) -> dict:
+    """["lay_synonyms=false", "phrase_min_cover=0.7"] -> {"lay_synonyms": False, "phrase_min_cover": 0.7}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            out[key.strip()] = low == "true"
+        else:
+            try:
+                out[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key.strip()] = value
+    return out
 
 
 def open_linker(*, index_dir: str | Path | None = None, vocab_dir: str | Path | None = None,
                 systems: list[str] | None = None, threshold: float | None = None, extra_aliases: Iterable[str] = (),
-                rebuild: bool = False, index_root: str | Path | None = None, verbose: bool = True) -> CodeLinker:
+                rebuild: bool = False, index_root: str | Path | None = None, verbose: bool = True,
+                overrides: dict | None = None) -> CodeLinker:
     """A built linker index (`index_dir`), or the cached / newly built one for `vocab_dir`
-    (default: the project vocabulary) and the given settings."""
+    (default: the project vocabulary) and the given settings. `overrides`: other LinkerConfig fields
+    (runtime ones only with `index_dir`)."""
     if index_dir is not None:
-        return CodeLinker.from_pretrained(index_dir, threshold=threshold)
-    config = config_from_args(systems, threshold, extra_aliases)
+        return CodeLinker.from_pretrained(index_dir, threshold=threshold, **(overrides or {}))
+    config = config_from_args(systems, threshold, extra_aliases, overrides)
     vocab, graph = load_linker_vocabulary(vocab_dir)
     return CodeLinker.build(vocab, config, graph=graph, root=index_root, rebuild=rebuild, verbose=verbose)
 
@@ -55,7 +76,7 @@ def format_table(texts: list[str], results: list[list[LinkedCode]]) -> str:
         lines.append(t)
         for c in r:
             lines.append(f"  [{c.start}:{c.end}] {c.mention!r:32} -> {c.code_id:16} {c.score:.3f}  {c.description}  "
-                         f"({c.source})")
+                         f"({c.source}){'' if c.status == 'affirmed' else ' [' + c.status + ']'}")
         if not r:
             lines.append("  (no codes)")
     return "\n".join(lines)
@@ -80,4 +101,18 @@ def evaluate_command(*, vocab_dir: str | Path | None = None, systems: list[str] 
     vocab, graph = load_linker_vocabulary(vocab_dir)
     report = evaluate(vocab, config_from_args(systems, threshold, extra_aliases), graph=graph, meddx_path=meddx,
                       heldout=heldout, out=out, root=index_root)
+    return json.dumps(report, indent=2, default=str)
+
+
+def sentences_command(splits: Iterable[str] = ("dev",), *, details: bool = False, out: str | Path | None = None,
+                      **linker_kw) -> str:
+    """The end-to-end sentence-set figures (qa.linker.sentence_eval) of each split, as JSON text.
+    `linker_kw` go to `open_linker` (index_dir, overrides, ...)."""
+    linker = open_linker(**linker_kw)
+    report: dict = {"config": linker.config.to_dict()}
+    for split in splits:
+        report[split] = evaluate_sentences(linker, split, details=details)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2, default=str))
     return json.dumps(report, indent=2, default=str)

@@ -47,6 +47,16 @@ class LinkerConfig(JsonConfig):
     rerank                re-order a non-exact mention's candidates with the learned re-ranker
                           (qa/linker/rerank.py), fitted once per index on the KB's own synonyms
     rerank_queries        synonyms the re-ranker is fitted on
+    phrase_mentions       grow each mention over its site / laterality / "with" words and link the whole
+                          phrase by its words (qa/linker/phrases.py) when that explains more of the text
+    phrase_min_cover      share of a grown phrase's word weight its code's alias must account for
+    laterality            a side word in the mention picks the code's sibling for that side
+    assignable_codes      a grouping row (C53, G43.1) becomes its default assignable code (C53.9, G43.109)
+    mention_status        mark mentions negated / family / ruleout (qa/linker/context.py)
+    mondo_synonyms        link MONDO labels mapped exactly to ICD-10-CM (shared kg/mondo; qa/linker/synonyms.py)
+    hetionet_synonyms     link Hetionet disease names joined to ICD-10-CM through MONDO (shared kg/hetionet)
+    lay_synonyms          link the curated lay names (qa/linker/synonyms.py LAY_TERMS)
+    The last eight are runtime settings: an index built once serves every combination (ablations).
     """
 
     systems: tuple[str, ...] = ("ICD10CM",)
@@ -73,6 +83,14 @@ class LinkerConfig(JsonConfig):
     max_entities_per_mention: int = 5
     rerank: bool = True
     rerank_queries: int = 6000
+    phrase_mentions: bool = True
+    phrase_min_cover: float = 0.8
+    laterality: bool = True
+    assignable_codes: bool = True
+    mention_status: bool = True
+    mondo_synonyms: bool = True
+    hetionet_synonyms: bool = True
+    lay_synonyms: bool = True
 
     def __post_init__(self):
         self.systems = tuple(self.systems)
@@ -86,7 +104,7 @@ class LinkerConfig(JsonConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.category_vote < 0:
             raise ValueError(f"category_vote must be >= 0, got {self.category_vote}")
-        for name in ("fuzzy_threshold", "threshold"):
+        for name in ("fuzzy_threshold", "threshold", "phrase_min_cover"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         for p in self.extra_alias_files:

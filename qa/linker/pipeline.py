@@ -7,6 +7,8 @@ Pipeline on `spacy.blank("en")` (no model packages exist offline):
     medtok_fuzzy       residual word windows whose TF-IDF neighbour is close enough ("type 2 diabetes")
     medtok_linker      scispacy `EntityLinker` over the project's index; a mention's repaired text
                        is passed as its `long_form`, the hook scispacy uses for abbreviations
+    medtok_phrases     synonym-source links, whole-phrase mentions ("carcinoma of the left breast"),
+                       laterality and mention status (qa/linker/phrase_component.py)
 Components are spaCy factories configured by the index directory only (spaCy configs must be
 JSON), so the loaded KB/index is shared through a per-process registry keyed by that path.
 """
@@ -34,6 +36,7 @@ from qa.linker.candidates import RankedCandidateGenerator, SpellingCorrector
 from qa.linker.config import LinkerConfig
 from qa.linker.index import FILES, build_index_dir, load_index_dir
 from qa.linker.kb import CodeKnowledgeBase, abbreviation_aliases, clean_alias
+from qa.linker.phrase_component import LABEL_SYNONYM, PhraseMentions
 from qa.linker.rerank import FORMAT as RERANKER_FORMAT
 from qa.linker.rerank import CodeReranker
 
@@ -59,7 +62,8 @@ class LinkedCode:
     code_id: str
     score: float
     description: str = ""
-    source: str = ""  # ALIAS / ABBREVIATION / FUZZY: how the mention was found
+    source: str = ""  # ALIAS / ABBREVIATION / FUZZY / SYNONYM / PHRASE: how the mention was found
+    status: str = "affirmed"  # affirmed / negated / family / ruleout (qa/linker/context.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +83,8 @@ class LinkerArtifacts:
         self.stop_words = spacy.blank("en").Defaults.stop_words
         self.corrector = SpellingCorrector.from_aliases(self.kb.alias_to_cuis,
                                                         known=self.stop_words | english_words())
+        # synonym sources, phrase index (built on first use), laterality, status
+        self.phrases = PhraseMentions(self.kb, config, self.stop_words)
 
 
 def load_or_fit_reranker(directory: Path, kb: CodeKnowledgeBase, generator: RankedCandidateGenerator,
@@ -256,6 +262,11 @@ def make_linker(nlp: Language, name: str, index_dir: str):
     return LinkMentions(_artifacts(index_dir))
 
 
+@Language.factory("medtok_phrases", default_config={"index_dir": ""})
+def make_phrases(nlp: Language, name: str, index_dir: str):
+    return _artifacts(index_dir).phrases
+
+
 def build_nlp(art: LinkerArtifacts) -> Language:
     """blank English + the four components above, over one loaded index."""
     index_dir = str(art.directory.resolve())
@@ -269,6 +280,8 @@ def build_nlp(art: LinkerArtifacts) -> Language:
     patterns = [{"label": LABEL_ALIAS, "pattern": a} for a in sorted(phrases)]
     patterns += [{"label": LABEL_ABBREVIATION, "pattern": [{"ORTH": a.short}]}
                  for a in abbreviation_table() if clean_alias(a.short) in art.abbreviations]
+    patterns += [{"label": LABEL_SYNONYM, "pattern": a} for a in art.phrases.synonym_patterns()
+                 if len(a.split()) <= max_tokens]
     # patterns are tokenized by the pipes before the ruler: add it (and its patterns) first
     ruler.add_patterns(patterns)
     if art.config.spelling_correction:
@@ -276,6 +289,7 @@ def build_nlp(art: LinkerArtifacts) -> Language:
     if art.config.fuzzy_mentions:
         nlp.add_pipe("medtok_fuzzy", config={"index_dir": index_dir})
     nlp.add_pipe("medtok_linker", config={"index_dir": index_dir})
+    nlp.add_pipe("medtok_phrases", config={"index_dir": index_dir})
     return nlp
 
 
@@ -346,7 +360,7 @@ class CodeLinker:
             for cid, score in ent._.kb_ents:
                 if score >= threshold and cid.split(":", 1)[0] in systems:
                     out.append(LinkedCode(ent.start_char, ent.end_char, ent.text, cid, round(float(score), 4),
-                                          self.kb.cui_to_entity[cid].canonical_name, ent.label_))
+                                          self.kb.cui_to_entity[cid].canonical_name, ent.label_, ent._.status))
                     break  # best code per mention
         return out
 
