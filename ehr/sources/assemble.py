@@ -98,8 +98,11 @@ def assemble_meds(ctx: Context, frames: list[pl.LazyFrame], out_dir: str | Path,
                          .group_by("_family").agg(pl.len().alias("events"), pl.col("_resolved").sum().alias("resolved")))
         unm_parts.append(df.filter(pl.col("_family").is_not_null() & ~pl.col("_resolved"))
                          .group_by("_family", "code").agg(pl.len().alias("events")))
+        # every column is a sort key: events tied on (subject, time, code) -- one drug given twice
+        # with two NDCs -- otherwise came out in a different order run to run
         df = (df.with_columns(pl.coalesce("_stay", "time").alias("_stay"))
-              .sort([SUBJECT_ID, "time", "_stay", "_order", "code"], nulls_last=False).select(list(EVENT_SCHEMA)))
+              .sort([SUBJECT_ID, "time", "_stay", "_order", "code", "numeric_value", "text_value", "admission_id"],
+                    nulls_last=False).select(list(EVENT_SCHEMA)))
         code_parts.append(df.select(pl.col("code").unique()))
         total += write_shard(df, out_dir / "data" / f"{k}.parquet")
 
