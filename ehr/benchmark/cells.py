@@ -157,9 +157,13 @@ def hicd_graph_for(spec: str, bundle: TaskBundle, space: CodeSpace, res: Resourc
         return build_pmi_graph(space.codes, res.levels, bundle.data, p["levels"], pmi_min_count)
     joined = p["source"] == "kgjoin"
     codes_df, graph = res.vocab_graph if res.vocab_graph is not None else _vocabulary_graph_source(joined)
-    # kgjoin: code -xref- MONDO -kg_relation- gene / compound -kg_relation- MONDO -xref- code is 4 hops
-    return vocabulary_graph(space.codes, codes_df, graph, KG_JOINED_EDGE_TYPES if joined else KG_EDGE_TYPES,
-                            hops=4 if joined else 2)
+    # the 2-layer GCN sees 2 hops from each code: graph-kg keeps the codes' direct neighbours
+    # (parents, GEM maps, groups: code-group-code is within reach), graph-kgjoin also the second
+    # hop along kg_relation (code -xref- MONDO -kg_relation- gene / compound, the hub two diseases
+    # share); larger neighbourhoods only cost time (2 hops of all types around 2,000 codes: ~90k nodes)
+    if joined:   # hop 2 only along kg_relation: MONDO -> the Hetionet genes / compounds
+        return vocabulary_graph(space.codes, codes_df, graph, KG_JOINED_EDGE_TYPES, hops=2, expand_types=("kg_relation",))
+    return vocabulary_graph(space.codes, codes_df, graph, KG_EDGE_TYPES, hops=1)
 
 
 def _paper_tokenizer(tokenizer, mcfg, bundle, space, res, seed, cfg, cache_dir):

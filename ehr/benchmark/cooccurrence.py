@@ -181,10 +181,12 @@ def build_pmi_graph(codes: list, levels: np.ndarray | None, data: SequenceData, 
     return _finish(names, code_index, V, np.concatenate(src), np.concatenate(dst), np.concatenate(w), info)
 
 
-def vocabulary_graph(codes: list, vocab_codes, graph, edge_types=KG_EDGE_TYPES, hops: int = 2) -> HICDGraph:
+def vocabulary_graph(codes: list, vocab_codes, graph, edge_types=KG_EDGE_TYPES, hops: int = 2,
+                     expand_types=None) -> HICDGraph:
     """The graph-source variant: the vocabulary's own edges of `edge_types` among the nodes
-    within `hops` of the space's diagnosis codes (weight 1). `vocab_codes`: the vocabulary's
-    code table (row i = graph node i, column `code_id`); `graph`: its `CodeGraph`."""
+    within `hops` of the space's diagnosis codes (weight 1); beyond the first hop only edges of
+    `expand_types` (default: `edge_types`) extend the neighbourhood. `vocab_codes`: the
+    vocabulary's code table (row i = graph node i, column `code_id`); `graph`: its `CodeGraph`."""
     V = len(codes)
     is_node = graph_codes(codes)
     is_node[0] = False
@@ -194,10 +196,12 @@ def vocabulary_graph(codes: list, vocab_codes, graph, edge_types=KG_EDGE_TYPES, 
     tid = [graph.edge_type_names.index(t) for t in edge_types if t in graph.edge_type_names]
     m = np.isin(graph.etype, tid)
     s, d = graph.src[m], graph.dst[m]
+    far = np.isin(graph.etype[m], [graph.edge_type_names.index(t) for t in (expand_types or edge_types)
+                                   if t in graph.edge_type_names])
     keep = {row_of[codes[i]] for i in code_index}
     frontier = set(keep)
-    for _ in range(hops):
-        hit = np.isin(s, list(frontier)) | np.isin(d, list(frontier))
+    for hop in range(hops):
+        hit = (np.isin(s, list(frontier)) | np.isin(d, list(frontier))) & (far if hop > 0 else True)
         new = (set(s[hit].tolist()) | set(d[hit].tolist())) - keep
         keep |= new
         frontier = new
@@ -212,5 +216,5 @@ def vocabulary_graph(codes: list, vocab_codes, graph, edge_types=KG_EDGE_TYPES, 
     dst = np.array([local[b] for b in d[inside].tolist()], np.int64)
     names = [codes[i] for i in code_index] + [names_all[r] for r in others]
     info = {"source": "vocabulary KG", "edge_types": [t for t in edge_types if t in graph.edge_type_names],
-            "hops": hops, "codes_outside_vocabulary": int(is_node.sum() - len(code_index))}
+            "hops": hops, "expand_types": list(expand_types or edge_types), "codes_outside_vocabulary": int(is_node.sum() - len(code_index))}
     return _finish(names, code_index, V, src, dst, np.ones(len(src)), info)

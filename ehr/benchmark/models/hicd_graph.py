@@ -6,7 +6,7 @@ with mean pooling per visit and attention pooling across visits.
   symmetric normalisation with self loops, edge weights = PMI or 1). Full-batch.
 - `pretrain_link_prediction`: each epoch, the BCE of dot-product scores of every positive
   (undirected) edge against as many negatives drawn uniformly (`negative_sampling`), AdamW
-  (lr 0.01, weight decay 0), `GCNConfig.epochs` epochs, seeded. No validation: the encoder is
+  (lr 0.01, weight decay 0), `GCNConfig.epochs` = 100 epochs, seeded. No validation: the encoder is
   only an initialiser; `link_auc` measures it on held-out edges in the tests.
 - `cached_embeddings`: one artefact per (graph content, GCN config, seed) under a cache
   directory (`<grid out>/pretrain/<dataset>/<task key>/gcn__<key>.npz` + `.json`), written
@@ -45,7 +45,7 @@ from medbase.jsonconfig import JsonConfig
 @dataclass
 class GCNConfig(JsonConfig):
     hidden: int = 64
-    epochs: int = 200
+    epochs: int = 100
     lr: float = 0.01
     negatives_per_edge: int = 1
     pmi_min_count: int = 2
