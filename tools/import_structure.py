@@ -2,6 +2,7 @@
 
     python tools/import_structure.py          # the summary below, as text
     python tools/import_structure.py --json   # the same as JSON
+    python tools/import_structure.py --root ../other-checkout   # another checkout (e.g. a commit before a refactor)
 
 Reports, over the library packages (tests and scripts left out):
 * package-level arrows (`qa -> medtok` when a module of `qa` imports one of `medtok`), and the
@@ -157,8 +158,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--list", action="store_true", help="also list the in-function project imports")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to measure (default: this one)")
     args = ap.parse_args(argv)
-    m = measure()
+    m = measure(args.root.resolve())
     if args.json:
         print(json.dumps(m, indent=2))
     else:
