@@ -87,6 +87,8 @@ def test_new_arms_through_the_grid_runner_resume(setup, tmp_path):
     assert {r["comparison"] for r in comps} >= {"hicd:graph-111 - hicd:flat", "behrt-mlm:graph-kg - behrt-mlm:flat"}
     assert all(np.isfinite(r["delong_p"]) and "f1_diff" in r for r in comps)
     assert paper["above_zero"]["delong"]["n"] == len(comps)
+    md = (tmp_path / "paper_report.md").read_text()
+    assert "hicd | graph-111" in md and f"delong: {paper['above_zero']['delong']['k']} of {len(comps)}" in md
     # resume: nothing is recomputed; a cleared MLM cell reuses its cached pretraining
     again = run_grid(cfg, prepared=setup)
     assert again["cells_run"] == 0
@@ -104,3 +106,17 @@ def test_integration_arms_run_in_todays_models(setup, tmp_path):
     out = run_grid(cfg, prepared=setup)
     assert out["cells_run"] == 2                                    # no tree cell repeats the frozen arm
     assert {r["model"] for r in out["records"]} == {"transformer"}
+
+
+def test_level_ablation_table_and_plot(tmp_path):
+    from ehr.benchmark.paper_report import _ablation, write_paper_report
+
+    recs = [{"kind": "binary", "dataset": "d", "task": "t", "preset": "p", "model": "hicd", "tokenizer": tok, "seed": 0,
+             "metrics": {"auprc": 0.1 + i / 100, "auroc": 0.6 + i / 100, "f1_macro": 0.5}}
+            for i, tok in enumerate(["flat"] + [f"graph-{a}{b}{c}" for a in "01" for b in "01" for c in "01"][1:])]
+    abl = _ablation({(r["dataset"], r["task"], r["preset"], r["model"], r["tokenizer"]): np.array([0.1, 0.6, 0.5])
+                     for r in recs})
+    assert [x[0] for x in abl[("d", "t:p", "hicd")]] == [f"{a}{b}{c}" for a in "01" for b in "01" for c in "01"]
+    paths = write_paper_report(recs, [], tmp_path)
+    assert Path(paths["paper_ablation_plot"]).exists()
+    assert "| d · t:p | hicd | ✓ | ✓ | ✓ | graph-111 |" in (tmp_path / "paper_report.md").read_text()

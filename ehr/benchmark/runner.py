@@ -29,6 +29,7 @@ import polars as pl
 from ehr.benchmark.cells import DEFAULT_MODELS, MODELS, BenchConfig, cell_path, execute_cell, read_cell
 from ehr.benchmark.data import SyntheticSpec, load_cohort
 from ehr.benchmark.models.gbt import TREE_MODELS
+from ehr.benchmark.paper_report import write_paper_report
 from ehr.benchmark.paper_stats import count_above_zero, paper_summary
 from ehr.benchmark.prepare import Prepared, default_task_specs, prepare
 from ehr.benchmark.report import write_report
@@ -262,7 +263,8 @@ def run_grid(cfg: GridConfig, prepared: Prepared | None = None, vectors: dict | 
 
 def write_paper_metrics(records: list[dict], slices: dict, bench: BenchConfig, out: Path, meta: dict) -> dict:
     """paper_metrics.{csv,json}: F1-macro, DeLong vs flat, paired bootstrap of AUPRC and F1, and
-    the "k of n comparisons with a CI above 0" counts (`ehr.benchmark.paper_stats`; binary tasks)."""
+    the "k of n comparisons with a CI above 0" counts (`ehr.benchmark.paper_stats`; binary tasks),
+    rendered as paper_report.md (+ the level-ablation plot; `ehr.benchmark.paper_report`)."""
     rows = paper_summary(records, slices, bench.n_boot, bench.boot_seed)
     counts = {m: count_above_zero(rows, m) for m in ("delong", "auprc_diff", "f1_diff")}
     if rows:
@@ -270,7 +272,7 @@ def write_paper_metrics(records: list[dict], slices: dict, bench: BenchConfig, o
                      infer_schema_length=None).write_csv(out / "paper_metrics.csv")
     atomic_write_text(out / "paper_metrics.json", json.dumps({**meta, "above_zero": counts, "rows": rows}, indent=1,
                                                              default=str) + "\n")
-    return {"paper_metrics_json": str(out / "paper_metrics.json")}
+    return {"paper_metrics_json": str(out / "paper_metrics.json"), **write_paper_report(records, rows, out)}
 
 
 def sequence_length(bench: BenchConfig, cfg: GridConfig) -> int:
