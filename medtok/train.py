@@ -22,7 +22,7 @@ features and batches are built on the CPU and moved to the device per step. Runs
 under `accelerate launch`: `batch_size` is per process, or set `global_batch_size` (the
 paper's 1024 is global) and each of the W processes takes global / W.
 
-Checkpoints (`medtok.checkpoint`): model.safetensors + config.json (the model),
+Checkpoints (`medtok.train_state`, on `medtok.checkpoint`'s manifest): model.safetensors + config.json (the model),
 train_config.json, training_state.json (step), optimizer.pt (tensors only, read with
 `torch.load(weights_only=True)`), and the manifest checkpoint.json written last.
 Intermediate ones go to out_dir/checkpoint-<step> through a staged directory; the final one
@@ -41,12 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from medtok.checkpoint import (CheckpointError, load_tensors_pt, read_manifest, save_tensors_pt, staged_directory,
-                               verify, write_manifest)
+from medtok.checkpoint import staged_directory
 from medbase.atomic import atomic_path, atomic_write_text
 from medbase.determinism import deterministic_on_cpu
 from medbase.jsonconfig import JsonConfig
@@ -55,21 +53,16 @@ from medtok.loading import load_vocabulary
 from medtok.model.config import GROUP_REGION, GROUPS, MedTokConfig
 from medtok.model.features import neighbor_table, node_features
 from medtok.model.losses import distance_kl, shared_loss, specific_loss
-from medtok.model.medtok import CONFIG_NAME, WEIGHTS_NAME, MedTokModel
+from medtok.model.medtok import MedTokModel
 from medtok.splits import heldout_mask, read_code_list
+from medtok.train_state import (BEST_WEIGHTS_NAME, CHECKPOINT_FILES, LAST_WEIGHTS_NAME, LEGACY_STATE_NAME,  # noqa: F401
+                                METRICS_NAME, OPTIMIZER_NAME, STATE_NAME, TRAIN_CONFIG_NAME, VALIDATION_NAME,
+                                _truncate_log, checkpoint_step, latest_checkpoint, load_training_state,
+                                load_validation_state, save_checkpoint)
 from medtok.validation import VAL_METRICS, ValidationSet, Validator, eligible_mask, validation_mask
 
 log = logging.getLogger(__name__)
 
-TRAIN_CONFIG_NAME = "train_config.json"
-STATE_NAME = "training_state.json"      # progress (step) as JSON
-OPTIMIZER_NAME = "optimizer.pt"         # optimizer state: tensors and numbers only (weights_only=True)
-LEGACY_STATE_NAME = "training_state.pt"  # older checkpoints: {"optimizer", "step"}, also read with weights_only=True
-CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, TRAIN_CONFIG_NAME, STATE_NAME, OPTIMIZER_NAME)
-BEST_WEIGHTS_NAME = "best_model.safetensors"  # best-so-far validation weights (intermediate checkpoints)
-LAST_WEIGHTS_NAME = "last_model.safetensors"  # final weights when model.safetensors holds the best step
-VALIDATION_NAME = "validation.json"           # validation curve and best step so far
-METRICS_NAME = "metrics.json"                 # run summary: time, steps/s, threads, validation curve
 DEVICES = ("auto", "cpu", "cuda")
 RESTART_NORMS = ("unit", "codebook")
 SAMPLERS = ("loop", "vectorized")
@@ -245,110 +238,6 @@ def make_accelerator(device: str) -> Accelerator:
     return Accelerator()
 
 
-# ---- checkpoints ---------------------------------------------------------------------------
-def _save_weights(state: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-
-
-def save_checkpoint(model: MedTokModel, opt, step: int, tcfg: TrainConfig, directory: Path,
-                    validation: dict | None = None, best_state: dict | None = None, final: bool = False) -> None:
-    """Every file atomically, then the manifest over all of them (written last).
-
-    With validation (`TrainConfig.val_every`): validation.json (curve, best step so far) and the
-    best-so-far weights beside the checkpoint (best_model.safetensors), so a resumed run keeps
-    both; in the final checkpoint with `val_select_best`, model.safetensors holds the best step's
-    weights and last_model.safetensors the last step's (what a resume continues from)."""
-    directory = Path(directory)
-    files = list(CHECKPOINT_FILES)
-    select = final and validation is not None and best_state is not None and tcfg.val_select_best
-    if select:
-        directory.mkdir(parents=True, exist_ok=True)
-        model.config.save(directory / CONFIG_NAME)
-        _save_weights(best_state, directory / WEIGHTS_NAME)
-        _save_weights(model.state_dict(), directory / LAST_WEIGHTS_NAME)
-        files.append(LAST_WEIGHTS_NAME)
-    else:
-        model.save_pretrained(directory)
-        (directory / LAST_WEIGHTS_NAME).unlink(missing_ok=True)
-    tcfg.save(directory / TRAIN_CONFIG_NAME)
-    save_tensors_pt(opt.state_dict(), directory / OPTIMIZER_NAME)
-    atomic_write_text(directory / STATE_NAME, json.dumps({"step": int(step)}) + "\n")
-    if validation is not None:
-        atomic_write_text(directory / VALIDATION_NAME, json.dumps(validation, indent=1) + "\n")
-        files.append(VALIDATION_NAME)
-        if best_state is not None:
-            _save_weights(best_state, directory / BEST_WEIGHTS_NAME)
-            files.append(BEST_WEIGHTS_NAME)
-    write_manifest(directory, files, step=int(step))
-
-
-def checkpoint_step(directory: str | Path) -> int | None:
-    """The training step of a complete, undamaged checkpoint at `directory`; None otherwise."""
-    directory = Path(directory)
-    m = read_manifest(directory)
-    if m is None or not set(CHECKPOINT_FILES) <= set(m["files"]) or verify(directory):
-        return None
-    try:
-        return int(json.loads((directory / STATE_NAME).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest checkpoint under `out_dir` (out_dir itself or checkpoint-<step>) that verifies;
-    damaged or incomplete ones are skipped with a logged message."""
-    out = Path(out_dir)
-    steps = [p for p in out.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    best, best_step = None, -1
-    for d in [out] + sorted(steps, key=lambda p: -int(p.name.split("-")[1])):
-        if not d.is_dir() or not ((d / WEIGHTS_NAME).exists() or (d / "checkpoint.json").exists()):
-            continue
-        step = checkpoint_step(d)
-        if step is None:
-            log.warning("skipping checkpoint %s: %s", d, verify(d) or "incomplete (no training state)")
-        elif step > best_step:
-            best, best_step = d, step
-    return best
-
-
-def load_training_state(directory: str | Path) -> tuple[MedTokConfig, dict, dict, int]:
-    """(model config, model weights, optimizer state, step) of a checkpoint; CheckpointError if it
-    is incomplete or damaged. Never unpickles objects (weights_only=True)."""
-    d = Path(directory)
-    if (d / "checkpoint.json").exists():
-        if checkpoint_step(d) is None:
-            raise CheckpointError(f"cannot resume from {d}: {verify(d) or 'incomplete (no training state)'}; "
-                                  "resume_from='latest' picks the newest checkpoint that verifies")
-        step = int(json.loads((d / STATE_NAME).read_text())["step"])
-        opt_state = load_tensors_pt(d / OPTIMIZER_NAME)
-    elif (d / LEGACY_STATE_NAME).exists():  # checkpoints written before the manifest existed
-        try:
-            legacy = load_tensors_pt(d / LEGACY_STATE_NAME)
-            step, opt_state = int(legacy["step"]), legacy["optimizer"]
-        except Exception as e:
-            raise CheckpointError(f"cannot resume from {d}: {d / LEGACY_STATE_NAME} is unreadable ({e})") from e
-    else:
-        raise CheckpointError(f"cannot resume from {d}: no training state in it")
-    try:
-        mcfg = MedTokConfig.load_saved(d / CONFIG_NAME)
-        # a final checkpoint that saved its best validation step keeps the last step's weights aside
-        weights = load_file(d / (LAST_WEIGHTS_NAME if (d / LAST_WEIGHTS_NAME).exists() else WEIGHTS_NAME))
-    except Exception as e:
-        raise CheckpointError(f"cannot resume from {d}: {e}") from e
-    return mcfg, weights, opt_state, step
-
-
-def load_validation_state(directory: str | Path | None) -> tuple[dict | None, dict | None]:
-    """(validation record, best-so-far weights) saved beside a checkpoint; (None, None) without validation."""
-    if directory is None or not (Path(directory) / VALIDATION_NAME).exists():
-        return None, None
-    d = Path(directory)
-    record = json.loads((d / VALIDATION_NAME).read_text())
-    best = load_file(d / BEST_WEIGHTS_NAME) if (d / BEST_WEIGHTS_NAME).exists() else None
-    return record, best
-
-
 def reset_optimizer_rows(opt, param: torch.Tensor, rows: torch.Tensor) -> int:
     """Zero the AdamW moments (exp_avg, exp_avg_sq, max_exp_avg_sq) of `rows` of `param`: a re-seated
     codebook row then starts without the momentum of the entry it replaces. Returns rows reset."""
@@ -360,21 +249,6 @@ def reset_optimizer_rows(opt, param: torch.Tensor, rows: torch.Tensor) -> int:
         if k in st:
             st[k][rows.to(st[k].device)] = 0
     return int(len(rows))
-
-
-def _truncate_log(path: Path, last_step: int) -> None:
-    """Keep the log records of steps <= last_step (a killed run may have logged past its checkpoint)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:  # a line cut by the kill
-            continue
-        if rec.get("step", 0) <= last_step:
-            keep.append(line)
-    atomic_write_text(path, "".join(x + "\n" for x in keep))
 
 
 # ---- what the run trains on -------------------------------------------------------------------
