@@ -70,7 +70,7 @@ ALTERNATES: dict[str, tuple[str, ...]] = {
     "hips": ("hip",), "base": ("first", "carpom"), "both": ("bilate",), "diabet": ("diabet",), "clot": ("thromb", "emboli"),
     "stone": ("calcul",), "gallst": ("calcul", "gallbl"), "stones": ("stone", "calcul"), "lupus": ("erythe", "system"), "nephri": ("glomer", "kidney", "renal"),
 }
-FILLER = frozenset("moderately well poorly differentiated invasive infiltrating nodular primary tumor grade "
+FILLER = frozenset("moderately well poorly differentiated invasive infiltrating nodular primary grade "
                    "measuring small large early advanced arising".split())
 # histology detail site codes do not name: counts a third of its weight ("squamous cell carcinoma of the tonsil")
 SOFT = frozenset("squamo cell cells basal papill lobula transi clear follic mucino serous skin".split())
@@ -100,10 +100,13 @@ def normalize_word(w: str) -> str:
 _LONG_PREFIX = ("hypo", "hyper", "osteo", "neuro", "poly", "peri", "para", "endo")
 
 
-def stem(w: str) -> str:
+def canonical_word(w: str) -> str:
     w = normalize_word(w)
-    if w == "arthrosis":
-        w = "osteoarthritis"
+    return "osteoarthritis" if w in ("arthrosis", "osteoarthrosis") else w
+
+
+def stem(w: str) -> str:
+    w = canonical_word(w)
     return w[:8] if w.startswith(_LONG_PREFIX) else w[:6]
 
 
@@ -403,7 +406,8 @@ def seed_alone(index: "PhraseIndex", tok, min_score: float = 0.7) -> "PhraseLink
     if tok.lower_ in SEED_WORDS:
         return None
     pl = index.link(_text(tok.doc[tok.i: tok.i + 1], index))
-    return pl if pl is not None and pl.cover >= 0.999 and pl.score >= min_score else None
+    ok = pl is not None and pl.cover >= 0.999 and pl.score >= min_score
+    return pl if ok and _has_head(index, pl.alias, canonical_word(tok.lower_), ()) else None
 
 
 def _text(span, index: "PhraseIndex | None" = None) -> str:
@@ -425,20 +429,31 @@ def best_phrase(index: PhraseIndex, doc, start: int, end: int, stop_words, min_c
     own_text = _text(doc[start:end], index)
     own = index.link(own_text)
     own_matched = own.matched if own is not None and own.cover >= min_cover else 0.0
-    own_words = [w for w in stems(own_text) if w not in FILLER]
-    head = max(own_words, key=index.weight) if own_words else None
-    head_alts = (head, *ALTERNATES.get(head, ())) if head else ()
+    raw = [canonical_word(w) for w in _WORD.findall(own_text.lower()) if w not in NEUTRAL and stem(w) not in FILLER]
+    if not raw:
+        return None
+    head_word = max(raw, key=lambda w: index.weight(stem(w)))
+    head_alts = ALTERNATES.get(stem(head_word), ())
     best = None
     for a, b in phrase_spans(doc, start, end, stop_words):
         pl = index.link(_text(doc[a:b], index))
         if pl is None or pl.cover < min_cover or pl.matched <= own_matched + 1e-9:
             continue
-        if head and not any(h in index.alias_stems[index.alias_id[pl.alias]] for h in head_alts):
+        if not _has_head(index, pl.alias, head_word, head_alts):
             continue
         key = (pl.matched, pl.score, -(b - a))
         if best is None or key > best[0]:
             best = (key, (a, b, pl))
     return best[1] if best else None
+
+
+def _has_head(index: "PhraseIndex", alias: str, word: str, alts) -> bool:
+    """The alias holds the mention's head word itself (not only a word sharing its first letters:
+    "vasculitis" is not "vascular") or one of its curated equivalents."""
+    words = {canonical_word(w) for w in _WORD.findall(alias.lower())}
+    if word in words or (word.endswith("s") and word[:-1] in words) or word + "s" in words:
+        return True
+    return any(a in index.alias_stems[index.alias_id[alias]] for a in alts)
 
 
 def context_side(doc, start: int, end: int, stop_words) -> str | None:
