@@ -66,7 +66,7 @@ def service(tmp_path_factory):
     cfg_path = run.root / "serve.json"
     cfg.save(cfg_path)
     env = {**os.environ, VLLM_KEY_ENV: VLLM_KEY, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve.py"), "--config", str(cfg_path)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve_gateway.py"), "--config", str(cfg_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(ROOT))
     lines, url, t0 = [], None, time.time()
     while time.time() - t0 < 600:
