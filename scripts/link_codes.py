@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="other LinkerConfig fields, e.g. --set lay_synonyms=false phrase_mentions=false")
     args = p.parse_args(argv)
 
+    overrides = parse_overrides(args.set)
     if args.evaluate:
         print(evaluate_command(vocab_dir=args.vocab_dir, systems=args.systems, threshold=args.threshold,
                                extra_aliases=args.extra_aliases, meddx=args.meddx, heldout=not args.no_heldout,
-                               out=args.out))
+                               out=args.out, overrides=overrides))
         return 0
-    overrides = parse_overrides(args.set)
     if args.sentences:
         print(sentences_command(args.sentences, details=args.details, out=args.out, index_dir=args.index_dir,
                                 vocab_dir=args.vocab_dir, systems=args.systems, threshold=args.threshold,

@@ -96,10 +96,11 @@ def link_command(texts: list[str], *, as_json: bool = False, systems: list[str] 
 def evaluate_command(*, vocab_dir: str | Path | None = None, systems: list[str] | None = None,
                      threshold: float | None = None, extra_aliases: Iterable[str] = (),
                      meddx: str | Path | None = None, heldout: bool = True, out: str | Path | None = None,
-                     index_root: str | Path | None = None) -> str:
-    """Held-out alias accuracy, MedDDx coverage and throughput (qa.linker.linker_eval) as JSON text."""
+                     index_root: str | Path | None = None, overrides: dict | None = None) -> str:
+    """Held-out alias accuracy, MedDDx coverage and throughput (qa.linker.linker_eval) as JSON text;
+    `overrides`: other LinkerConfig fields (`--set`)."""
     vocab, graph = load_linker_vocabulary(vocab_dir)
-    report = evaluate(vocab, config_from_args(systems, threshold, extra_aliases), graph=graph, meddx_path=meddx,
+    report = evaluate(vocab, config_from_args(systems, threshold, extra_aliases, overrides), graph=graph, meddx_path=meddx,
                       heldout=heldout, out=out, root=index_root)
     return json.dumps(report, indent=2, default=str)
 
