@@ -29,7 +29,7 @@ def _vocab(cfg):
 
 
 def link_questions(questions, vocab=None, max_codes: int = 4, progress: bool = True) -> None:
-    """Fill `.codes` of free-text questions (MedDDx) with the linker's codes, in text order
+    """Fill `.codes` of free-text questions (MedDDx) with the linker's affirmed codes, in text order
     (stem first, then options), best-scored first within the stem; in place."""
     from qa.linker import CodeLinker  # spaCy is slow to import: only the linker path needs it
 
@@ -38,7 +38,9 @@ def link_questions(questions, vocab=None, max_codes: int = 4, progress: bool = T
     for q, links in zip(questions, linker.link_batch(texts, progress=progress)):
         if not q.codes:
             seen = []
-            for lc in sorted(links, key=lambda lc: (lc.start >= len(q.question), -lc.score)):
+            # negated, family-history and rule-out mentions are not the patient's codes
+            affirmed = [lc for lc in links if getattr(lc, "status", "affirmed") == "affirmed"]
+            for lc in sorted(affirmed, key=lambda lc: (lc.start >= len(q.question), -lc.score)):
                 if lc.code_id not in seen:
                     seen.append(lc.code_id)
             q.codes = seen[:max_codes]

@@ -74,6 +74,8 @@ class CodeResolver:
         text = question if not options else question + "\n" + "\n".join(options)
         with self._lock:
             links = self.linker.link(text)
+        # negated, family-history and rule-out mentions are not the patient's codes: not in the prefix
+        links = [lc for lc in links if getattr(lc, "status", "affirmed") == "affirmed"]
         ranked = sorted(links, key=lambda lc: (lc.start >= len(question), -lc.score, lc.start))
         out, seen = [], set()
         for lc in ranked:
