@@ -26,6 +26,7 @@ import polars as pl
 from ehr.benchmark.bootstrap import bootstrap_ci
 from ehr.benchmark.metrics import compute_metrics
 from ehr.schema import CODE, DISCHARGE_PREFIX, ICU_DISCHARGE_PREFIX, SUBJECT_ID, TIME
+from ehr.synthetic.cohort import SyntheticConfig, generate
 from ehr.tasks.build import build_task
 from ehr.tasks.inputs import window_inputs
 from ehr.tasks.registry import get_task
@@ -105,7 +106,6 @@ def los_channel_check(events: pl.DataFrame, splits: pl.DataFrame, meta: dict | N
 
 def synthetic_los_check(n_patients: int = 10_000, seed: int = 0, scenario: str = "hierarchy", n_boot: int = 1000) -> dict:
     """The check on a generated cohort (no vocabulary needed beyond the generator's)."""
-    from ehr.synthetic.cohort import SyntheticConfig, generate
     c = generate(SyntheticConfig(n_patients=n_patients, seed=seed, scenario=scenario))
     rep = los_channel_check(c.events, c.splits, c.meta, n_boot=n_boot, seed=seed)
     rep["cohort"] = {"patients": n_patients, "seed": seed, "scenario": scenario, "synthetic": True}
