@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from medbase.paths import shared_data_path
+from medbase.paths import PROJECT_ROOT, shared_data_path
 from medtok.codes.vocabulary import Vocabulary
 from qa.datasets.meddx import load_meddx
 from qa.linker.candidates import _category
@@ -23,6 +23,12 @@ from qa.linker.kb import clean_alias, linkable_rows
 from qa.linker.pipeline import CodeLinker
 from qa.metrics import paired_comparison
 
+
+
+def _shown_path(path) -> str:
+    """A path as a report shows it: relative to the project when inside it (no machine paths in results)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else p.name
 
 def _stable_hash(text: str) -> int:
     # Not medbase.hashing.stable_fraction: the held-out sample is "48-bit sha1 prefix modulo
@@ -83,7 +89,7 @@ def heldout_alias_accuracy(vocab: Vocabulary, config: LinkerConfig | None = None
     n = max(len(unseen), 1)
     out = {"terms_sampled": len(items), "terms_evaluated": len(unseen), "still_in_kb": len(items) - len(unseen),
            "accuracy_at_1_code": code1 / n, "accuracy_at_1_category": cat1 / n, "accuracy_at_5_code": code5 / n,
-           "end_to_end_category_hit": e2e_cat / n, "index_dir": str(linker.directory), "errors_sample": examples}
+           "end_to_end_category_hit": e2e_cat / n, "index_dir": _shown_path(linker.directory), "errors_sample": examples}
     gen = linker.artifacts.generator
     if gen.reranker is not None:  # ablation: the same terms with the lexical order only
         out["reranker"] = gen.reranker.info
